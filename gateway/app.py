@@ -1,0 +1,83 @@
+"""create_app(settings): routes, middlewares and one cleanup_ctx per resource. Reads no environment."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import AsyncIterator, Callable
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from . import handlers
+from .config import Settings
+from .keypool import KeyPool
+from .keystore import KeyStore
+from .middleware import add_request_id, auth, errors, observe
+from .providers.openai import OpenAICompatible
+from .routing import Router, Upstream
+from .state import HTTP, KEYSTORE, ROUTER, SETTINGS
+
+log = structlog.get_logger("gateway.app")
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
+    app = web.Application(
+        middlewares=[observe, errors, auth],
+        client_max_size=settings.max_request_bytes,
+    )
+    app[SETTINGS] = settings
+    app.on_response_prepare.append(add_request_id)
+    app.cleanup_ctx.append(_http_session)
+    if settings.enable_incoming_auth:
+        app.cleanup_ctx.append(_keystore)
+    app.cleanup_ctx.append(_router(clock))
+    for path in ("/v1/chat/completions", "/chat/completions"):
+        app.router.add_post(path, handlers.chat_completions)
+    for path in ("/v1/models", "/models"):
+        app.router.add_get(path, handlers.models)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/_status", handlers.status)
+    return app
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    """One pooled ClientSession for every upstream call of the app's life."""
+    connector = aiohttp.TCPConnector(limit=1000, limit_per_host=500, ttl_dns_cache=300, keepalive_timeout=60)
+    async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+        app[HTTP] = session
+        yield
+
+
+async def _keystore(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = await KeyStore.open(settings.incoming_key_db)
+    app[KEYSTORE] = store
+    task = asyncio.create_task(
+        store.run_maintenance(settings.key_cache_refresh, settings.usage_flush_interval, log)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()  # flushes pending usage
+
+
+def _router(clock: Callable[[], float]):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        upstreams = [
+            Upstream(
+                name=p.name,
+                provider=OpenAICompatible(p, app[HTTP], settings.timeouts),
+                pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
+            )
+            for p in settings.providers
+        ]
+        app[ROUTER] = Router(upstreams, max_key_wait=settings.max_key_wait, clock=clock)
+        yield
+
+    return ctx

@@ -1,0 +1,123 @@
+"""Middlewares, outermost first: observe (request id, log line) -> errors (-> JSON) -> auth."""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+
+from .errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamPassthrough,
+    error_response,
+)
+from .state import KEYSTORE, SETTINGS
+
+log = structlog.get_logger("gateway.http")
+
+OPEN_PATHS = frozenset({"/health"})
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+PROVIDER_HEADER = "X-Gateway-Provider"
+
+
+def request_id_for(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+
+
+@web.middleware
+async def observe(request: web.Request, handler) -> web.StreamResponse:
+    """Request id, structlog context and one JSON line per request."""
+    rid = request_id_for(request)
+    request["request_id"] = rid
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        latency_ms = round((time.perf_counter() - start) * 1000, 3)
+        emit = log.debug if request.path in OPEN_PATHS else log.info
+        emit("request", method=request.method, path=request.path, status=status, latency_ms=latency_ms)
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, streamed or not, carries its request id."""
+    rid = request.get("request_id")
+    if rid:
+        response.headers["X-Request-Id"] = rid
+
+
+@web.middleware
+async def errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every failure becomes an OpenAI-shaped error with the right status; never a traceback."""
+    try:
+        return await handler(request)
+    except GatewayError as e:
+        return error_response(e)
+    except UpstreamPassthrough as e:
+        structlog.contextvars.bind_contextvars(provider=e.provider)
+        return web.Response(
+            status=e.status, body=e.body, headers={"Content-Type": e.content_type, PROVIDER_HEADER: e.provider}
+        )
+    except web.HTTPRequestEntityTooLarge as e:
+        return error_response(PayloadTooLarge(f"the request body is larger than {e.max_size} bytes"))
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"no route for {request.method} {request.path}"))
+    except web.HTTPMethodNotAllowed as e:
+        return error_response(
+            MethodNotAllowed(f"{request.method} is not allowed on {request.path}"),
+            {"Allow": ", ".join(sorted(e.allowed_methods))},
+        )
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return error_response(GatewayError(e.reason or "error", status=e.status, type="invalid_request_error"))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled_error")
+        return error_response(GatewayError("internal gateway error; see the gateway log for this request id"))
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+@web.middleware
+async def auth(request: web.Request, handler) -> web.StreamResponse:
+    """Bearer keys checked against the keystore (cached); unknown routes answer 404 first."""
+    if (
+        not request.app[SETTINGS].enable_incoming_auth
+        or request.path in OPEN_PATHS
+        or request.match_info.http_exception is not None
+    ):
+        return await handler(request)
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <your gateway key>'")
+    store = request.app[KEYSTORE]
+    key = await store.authenticate(token)
+    if key is None:
+        raise Unauthorized("invalid or revoked API key")
+    store.record_use(key.id)
+    request["client"] = key.name
+    structlog.contextvars.bind_contextvars(client=key.name)
+    return await handler(request)

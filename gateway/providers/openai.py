@@ -1,0 +1,197 @@
+"""The OpenAI chat-completions dialect, spoken by Cerebras, Synthetic, Z.ai and llama.cpp.
+
+Pure parts (``build_request``, ``map_error``) are module functions tested without a network;
+``OpenAICompatible`` only adds the HTTP calls.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import aiohttp
+import orjson
+
+from ..chat import ChatRequest
+from ..config import ProviderConfig, Timeouts
+from ..ratelimits import parse_rate_limits, rate_limit_cooldown
+from ..sse import SSESplitter
+from .base import Completion, Failure, Stream, UpstreamError
+
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error", "context_window_exceeded"})
+_CONTEXT_PHRASES = ("context length", "context window", "maximum context", "context size", "too many tokens in")
+
+
+def build_request(cfg: ProviderConfig, req: ChatRequest) -> bytes:
+    """The body this provider gets: model rewritten, completion tokens capped; else the raw bytes."""
+    payload = req.payload
+    changes: dict[str, Any] = {}
+    model = cfg.model_for(payload.get("model"))
+    if payload.get("model") != model:
+        changes["model"] = model
+    cap = cfg.max_completion_tokens
+    if cap is not None:
+        asked = [payload.get(f) for f in ("max_completion_tokens", "max_tokens") if payload.get(f) is not None]
+        if not asked:
+            changes["max_completion_tokens"] = cap
+        for field in ("max_completion_tokens", "max_tokens"):
+            value = payload.get(field)
+            if isinstance(value, int) and value > cap:
+                changes[field] = cap
+    if not changes:
+        return req.body()
+    return orjson.dumps({**payload, **changes})
+
+
+def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
+    """(message, type, code) from an error body: OpenAI's nested shape or Cerebras's top-level one."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, str):
+            return inner, None, None
+        if isinstance(inner, dict):
+            message = inner.get("message") or inner.get("msg") or ""
+            code = inner.get("code")
+            typ = inner.get("type")
+            return str(message), str(typ) if typ is not None else None, str(code) if code is not None else None
+    text = body[:200].decode("utf-8", "replace").strip()
+    return text, None, None
+
+
+def is_context_length(message: str, typ: str | None, code: str | None) -> bool:
+    if code in _CONTEXT_CODES or typ in _CONTEXT_CODES:
+        return True
+    low = message.lower()
+    return any(p in low for p in _CONTEXT_PHRASES)
+
+
+def map_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    default_cooldown: float,
+    now_epoch: float | None = None,
+    content_type: str | None = None,
+) -> UpstreamError:
+    """Classify an upstream error answer in the terms routing acts on."""
+    message, typ, code = error_fields(body)
+    limits = parse_rate_limits(headers)
+    summary = f"{status} {message[:160]}".strip()
+    common = dict(status=status, body=body, content_type=content_type, rate_limits=limits)
+    if status == 429:
+        now = time.time() if now_epoch is None else now_epoch
+        seconds, reason = rate_limit_cooldown(headers, message, code, default_cooldown, now)
+        return UpstreamError(Failure.RATE_LIMITED, summary, cooldown=seconds, cooldown_reason=reason, **common)
+    if status in (401, 403):
+        return UpstreamError(Failure.AUTH, summary, **common)
+    if status == 402:
+        return UpstreamError(Failure.PAYMENT, summary, **common)
+    if status == 408:
+        return UpstreamError(Failure.TIMEOUT, summary, **common)
+    if status in (400, 413, 422) and is_context_length(message, typ, code):
+        return UpstreamError(Failure.CONTEXT_LENGTH, summary, **common)
+    if status == 503:
+        return UpstreamError(Failure.OVERLOADED, summary, **common)
+    if status >= 500:
+        return UpstreamError(Failure.SERVER, summary, **common)
+    return UpstreamError(Failure.CLIENT, summary, **common)
+
+
+class OpenAICompatible:
+    """One OpenAI-compatible upstream, over the app's shared ClientSession."""
+
+    def __init__(
+        self,
+        cfg: ProviderConfig,
+        session: aiohttp.ClientSession,
+        timeouts: Timeouts,
+        error_mapper: Callable[..., UpstreamError] = map_error,
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._session = session
+        self._url = cfg.chat_url
+        self._map_error = error_mapper
+        self._timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.read)
+
+    def _headers(self, secret: str, stream: bool) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if stream:  # compression would make the upstream buffer events
+            headers.update({"Accept": "text/event-stream", "Accept-Encoding": "identity"})
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        return headers
+
+    def _error(self, resp: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
+        return self._map_error(
+            resp.status,
+            resp.headers,
+            body,
+            default_cooldown=self.cfg.cooldown,
+            content_type=resp.headers.get("Content-Type"),
+        )
+
+    async def chat(self, req: ChatRequest, secret: str) -> Completion:
+        body = build_request(self.cfg, req)
+        try:
+            async with self._session.post(
+                self._url, data=body, headers=self._headers(secret, False), timeout=self._timeout
+            ) as resp:
+                data = await resp.read()
+                if resp.status >= 300:
+                    raise self._error(resp, data)
+                return Completion(
+                    status=resp.status,
+                    body=data,
+                    content_type=resp.headers.get("Content-Type", "application/json"),
+                    rate_limits=parse_rate_limits(resp.headers),
+                )
+        except asyncio.TimeoutError:
+            raise UpstreamError(Failure.TIMEOUT, "timed out") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(Failure.CONNECTION, f"connection failed: {type(e).__name__}") from None
+
+    async def chat_stream(self, req: ChatRequest, secret: str) -> Stream:
+        body = build_request(self.cfg, req)
+        try:
+            resp = await self._session.post(
+                self._url, data=body, headers=self._headers(secret, True), timeout=self._stream_timeout
+            )
+        except asyncio.TimeoutError:
+            raise UpstreamError(Failure.TIMEOUT, "timed out") from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(Failure.CONNECTION, f"connection failed: {type(e).__name__}") from None
+        if resp.status >= 300:
+            try:
+                data = await resp.read()
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                data = b""
+            finally:
+                resp.release()
+            raise self._error(resp, data)
+        return Stream(events=_relay_events(resp), rate_limits=parse_rate_limits(resp.headers))
+
+
+async def _relay_events(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Whole SSE events as they arrive, joined per network read. Closes the upstream when done."""
+    splitter = SSESplitter()
+    try:
+        async for chunk in resp.content.iter_any():
+            events = splitter.feed(chunk)
+            if events:
+                yield b"".join(events) if len(events) > 1 else events[0]
+        tail = splitter.tail()
+        if tail.strip():
+            yield tail + b"\n\n"
+    except asyncio.TimeoutError:
+        raise UpstreamError(Failure.MIDSTREAM, "upstream stream stalled (read timeout)") from None
+    except aiohttp.ClientError as e:
+        raise UpstreamError(Failure.MIDSTREAM, f"upstream stream broke: {type(e).__name__}") from None
+    finally:
+        resp.close()

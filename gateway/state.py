@@ -1,0 +1,14 @@
+"""Typed application state: the ``web.AppKey`` declarations, nothing else."""
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from .config import Settings
+from .keystore import KeyStore
+from .routing import Router
+
+SETTINGS = web.AppKey("settings", Settings)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+KEYSTORE = web.AppKey("keystore", KeyStore)
+ROUTER = web.AppKey("router", Router)

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""GLM Gateway entrypoint: settings from the environment (and .env) -> logging -> serve."""
+from __future__ import annotations
+
+import os
+import sys
+
+from dotenv import load_dotenv
+
+from gateway.app import create_app
+from gateway.config import ConfigError, Settings
+from gateway.logs import configure
+
+
+def main() -> int:
+    load_dotenv(os.environ.get("ENV_FILE", ".env"), override=False)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as e:
+        print(f"glm-gateway: configuration error: {e}", file=sys.stderr)
+        return 2
+    listener = configure(
+        settings.log_level,
+        settings.log_dir,
+        settings.secrets(),
+        max_bytes=settings.log_file_max_bytes,
+        backups=settings.log_file_backups,
+    )
+    try:
+        import structlog
+        from aiohttp import web
+
+        structlog.get_logger("gateway").info(
+            "starting",
+            host=settings.host,
+            port=settings.port,
+            providers=[f"{p.name}({len(p.keys)} keys)" for p in settings.providers],
+            auth=settings.enable_incoming_auth,
+        )
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            handler_cancellation=True,  # a client that disconnects cancels its upstream call
+            access_log=None,  # one structured line per request comes from the gateway itself
+            print=lambda *_: None,
+        )
+    finally:
+        listener.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
