@@ -37,7 +37,7 @@ class KeyState:
     requests: int = 0
     in_flight: int = 0
     reserved_tokens: int = 0
-    last_used: float = -math.inf
+    last_pick: int = 0  # order of the last choice of this key (LRU tie-break)
     limits: RateLimits = field(default_factory=RateLimits)
     limits_at: float = 0.0
 
@@ -69,13 +69,12 @@ class KeyPool:
         *,
         default_cooldown: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
         self.keys = [KeyState(k.name, k.secret.reveal()) for k in keys]
         self.default_cooldown = default_cooldown
         self.clock = clock
-        self.wall_clock = wall_clock
+        self._picks = 0
 
     # ---- choosing ---------------------------------------------------------------------------
 
@@ -88,7 +87,8 @@ class KeyPool:
         best.in_flight += 1
         best.reserved_tokens += cost
         best.requests += 1
-        best.last_used = now
+        self._picks += 1
+        best.last_pick = self._picks
         return Lease(best, cost)
 
     def peek(self) -> str | None:
@@ -98,11 +98,11 @@ class KeyPool:
 
     def _best(self, now: float, exclude: Collection[str]) -> KeyState | None:
         best: KeyState | None = None
-        best_rank: tuple[float, int, float] | None = None
+        best_rank: tuple[float, int, int] | None = None
         for key in self.keys:
             if not key.available(now) or key.name in exclude:
                 continue
-            rank = (-key.headroom(now), key.in_flight, key.last_used)
+            rank = (-key.headroom(now), key.in_flight, key.last_pick)
             if best_rank is None or rank < best_rank:
                 best, best_rank = key, rank
         return best

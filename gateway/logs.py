@@ -47,7 +47,8 @@ def _dumps(obj: Any, default: Any = None) -> str:
 
 
 def configure(level: str = "INFO", log_dir: Path | None = None, secrets: Iterable[str] = (),
-              max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> logging.handlers.QueueListener:
+              max_bytes: int = 10 * 1024 * 1024, backups: int = 5,
+              cache: bool = True) -> logging.handlers.QueueListener:
     """Set up logging once per process; returns the listener (stop it at exit to flush)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_dir is not None:
@@ -70,7 +71,7 @@ def configure(level: str = "INFO", log_dir: Path | None = None, secrets: Iterabl
         processors=processors(secrets),
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     return listener
 

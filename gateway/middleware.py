@@ -73,8 +73,9 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return web.Response(
             status=e.status, body=e.body, headers={"Content-Type": e.content_type, PROVIDER_HEADER: e.provider}
         )
-    except web.HTTPRequestEntityTooLarge as e:
-        return error_response(PayloadTooLarge(f"the request body is larger than {e.max_size} bytes"))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_request_bytes
+        return error_response(PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes"))
     except web.HTTPNotFound:
         return error_response(NotFound(f"no route for {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as e:

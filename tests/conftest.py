@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import pytest
+
+from gateway import logs
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.keystore import KeyStore
+from tests.fakes import FakeUpstream
+
+UPSTREAM_KEYS = {"k1": "csk-one-1111111111", "k2": "csk-two-2222222222", "k3": "csk-three-33333333"}
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory) -> Path:
+    """Logging is process-wide: configure it once, to a file the tests can read."""
+    path = tmp_path_factory.mktemp("logs")
+    listener = logs.configure("DEBUG", path, secrets=(), cache=False)
+    yield path
+    listener.stop()
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5.0, interval: float = 0.01):
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def fake(aiohttp_server) -> FakeUpstream:
+    upstream = FakeUpstream()
+    server = await aiohttp_server(upstream.app())
+    upstream.url = str(server.make_url("/v1"))
+    return upstream
+
+
+@pytest.fixture
+def key_db(tmp_path) -> Path:
+    return tmp_path / "data" / "keys.db"
+
+
+@pytest.fixture
+async def client_key(key_db) -> str:
+    store = await KeyStore.open(key_db)
+    try:
+        _, plaintext = await store.add("tester")
+    finally:
+        await store.close()
+    return plaintext
+
+
+GatewayFactory = Callable[..., Awaitable[object]]
+
+
+@pytest.fixture
+def gateway(aiohttp_client, fake, key_db, log_dir) -> GatewayFactory:
+    """Start a real gateway app on a real port, pointed at the fake upstream."""
+
+    async def start(env: dict[str, str] | None = None, **kwargs):
+        import json
+
+        base = {
+            "CEREBRAS_API_KEYS": json.dumps(UPSTREAM_KEYS),
+            "CEREBRAS_BASE_URL": fake.url,
+            "INCOMING_KEY_DB": str(key_db),
+            "ENABLE_INCOMING_AUTH": "false",
+            "LOG_DIR": str(log_dir),
+            "KEY_CACHE_REFRESH": "0.05",
+            "USAGE_FLUSH_INTERVAL": "0.1",
+            "MAX_KEY_WAIT": "0",
+        }
+        base.update(env or {})
+        settings = Settings.from_env(base)
+        return await aiohttp_client(create_app(settings, **kwargs))
+
+    return start
+
+
+def auth_header(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+CHAT = {"model": "zai-glm-4.7", "messages": [{"role": "user", "content": "hi"}]}

@@ -1,0 +1,143 @@
+"""A fake OpenAI-compatible upstream that speaks Cerebras's wire format, on a real aiohttp server.
+
+Replies are scripted per upstream key (``fake.script("csk-a", reply, reply, ...)``) and consumed in
+order; a key with no script left gets ``default``. Every request is recorded with the key it used.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+Reply = Callable[[web.Request, dict], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Received:
+    key: str | None
+    body: dict
+    raw: bytes
+    headers: dict[str, str]
+
+
+def completion(content: str = "hello", model: str = "zai-glm-4.7") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+
+
+def chunk(content: str) -> bytes:
+    obj = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]}
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def ok(content: str = "hello", headers: dict[str, str] | None = None) -> Reply:
+    async def reply(request: web.Request, body: dict) -> web.StreamResponse:
+        return web.json_response(completion(content, body.get("model", "")), headers=headers)
+
+    return reply
+
+
+def error(status: int, payload: dict | None = None, headers: dict[str, str] | None = None) -> Reply:
+    """An error in Cerebras's shape: a top-level object with message/type/param/code."""
+
+    async def reply(request: web.Request, body: dict) -> web.StreamResponse:
+        data = payload if payload is not None else {"message": f"error {status}", "type": "error", "code": None}
+        return web.json_response(data, status=status, headers=headers)
+
+    return reply
+
+
+def rate_limited(reset_tokens_minute: float = 30.0, per_day: bool = False, extra: dict[str, str] | None = None) -> Reply:
+    message = (
+        "Requests per day limit exceeded - too many requests sent."
+        if per_day
+        else "Tokens per minute limit exceeded - too many tokens processed."
+    )
+    headers = {
+        "x-ratelimit-limit-tokens-minute": "60000",
+        "x-ratelimit-remaining-tokens-minute": "0",
+        "x-ratelimit-reset-tokens-minute": str(reset_tokens_minute),
+        "x-ratelimit-limit-requests-day": "14400",
+        "x-ratelimit-remaining-requests-day": "0" if per_day else "14000",
+        "x-ratelimit-reset-requests-day": "43200.5",
+        **(extra or {}),
+    }
+    return error(
+        429,
+        {"message": message, "type": "too_many_requests_error", "param": "quota",
+         "code": "request_quota_exceeded" if per_day else "token_quota_exceeded"},
+        headers,
+    )
+
+
+def hang(seconds: float = 3600) -> Reply:
+    async def reply(request: web.Request, body: dict) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return web.json_response(completion())
+
+    return reply
+
+
+def stream(parts: list[str], gate: asyncio.Event | None = None, done: bool = True,
+           die_after: int | None = None, headers: dict[str, str] | None = None) -> Reply:
+    """SSE chunks; with ``gate``, everything after the first chunk waits until the gate is set.
+    With ``die_after=n`` the connection is cut after n chunks, mid-stream."""
+
+    async def reply(request: web.Request, body: dict) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **(headers or {})})
+        await resp.prepare(request)
+        for i, part in enumerate(parts):
+            if i == 1 and gate is not None:
+                await gate.wait()
+            if die_after is not None and i == die_after:
+                request.transport.close()  # cut the connection mid-stream
+                return resp
+            await resp.write(chunk(part))
+        if done:
+            await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    return reply
+
+
+@dataclass
+class FakeUpstream:
+    default: Reply = field(default_factory=ok)
+    received: list[Received] = field(default_factory=list)
+    scripts: dict[str | None, list[Reply]] = field(default_factory=dict)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+
+    def script(self, key: str | None, *replies: Reply) -> None:
+        self.scripts.setdefault(key, []).extend(replies)
+
+    def keys_used(self) -> list[str | None]:
+        return [r.key for r in self.received]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body = orjson.loads(raw)
+        auth = request.headers.get("Authorization", "")
+        key = auth[7:] if auth.startswith("Bearer ") else None
+        self.received.append(Received(key, body, raw, dict(request.headers)))
+        queue = self.scripts.get(key) or []
+        reply = queue.pop(0) if queue else self.default
+        try:
+            return await reply(request, body)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.handle)
+        return app
