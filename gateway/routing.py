@@ -23,6 +23,8 @@ log = structlog.get_logger("gateway.routing")
 
 R = TypeVar("R")
 
+MIN_ROUND_WAIT = 0.1  # seconds between two passes over the same upstreams
+
 
 @dataclass
 class Upstream:
@@ -146,6 +148,7 @@ class Router:
             wait = self._next_ready_in(targets, given_up, done_with)
             if wait is None or self.clock() + wait > deadline:
                 raise final_error(attempts, wait)
+            wait = max(wait, MIN_ROUND_WAIT)  # a "retry after 0" must not turn into a busy loop
             log.info("waiting_for_key", seconds=round(wait, 3))
             await self.sleep(wait)
 
