@@ -10,16 +10,19 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from . import handlers
+from . import handlers, tokens
 from .config import Settings
 from .keypool import KeyPool
 from .keystore import KeyStore
 from .middleware import add_request_id, auth, errors, observe
+from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
 from .state import HTTP, KEYSTORE, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.app")
+
+ERROR_MAPPERS = {"openai": openai.map_error, "zai": zai.map_error}
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
@@ -72,12 +75,20 @@ def _router(clock: Callable[[], float]):
         upstreams = [
             Upstream(
                 name=p.name,
-                provider=OpenAICompatible(p, app[HTTP], settings.timeouts),
+                provider=OpenAICompatible(p, app[HTTP], settings.timeouts, ERROR_MAPPERS[p.dialect]),
                 pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
+                max_prompt_tokens=p.max_prompt_tokens if len(settings.providers) > 1 else None,
             )
             for p in settings.providers
         ]
-        app[ROUTER] = Router(upstreams, max_key_wait=settings.max_key_wait, clock=clock)
+        if any(up.max_prompt_tokens for up in upstreams):
+            await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
+        app[ROUTER] = Router(
+            upstreams,
+            max_key_wait=settings.max_key_wait,
+            fallback_on_cooldown=settings.fallback_on_cooldown,
+            clock=clock,
+        )
         yield
 
     return ctx

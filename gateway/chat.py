@@ -17,6 +17,7 @@ class ChatRequest:
     raw: bytes  # the client's bytes; valid for ``payload`` while ``modified`` is False
     stream: bool
     modified: bool = False
+    prompt_tokens: int | None = None  # estimated once, when routing needs it
 
     @property
     def model(self) -> object:

@@ -15,6 +15,9 @@ from .secrets import Secret
 T = TypeVar("T")
 
 CEREBRAS = "cerebras"
+SYNTHETIC = "synthetic"
+ZAI = "zai"
+LOCAL = "local"
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,8 @@ class ProviderConfig:
     passthrough_models: frozenset[str] = frozenset()
     max_completion_tokens: int | None = None
     cooldown: float = 60.0
+    max_prompt_tokens: int | None = None  # larger prompts skip this provider
+    dialect: str = "openai"  # which error mapper reads its answers
 
     def model_for(self, requested: object) -> str:
         """The model name this provider gets for a client's requested model."""
@@ -71,6 +76,8 @@ class Settings:
     max_request_bytes: int = 20 * 1024 * 1024
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_key_wait: float = 30.0
+    fallback_on_cooldown: bool = True
+    token_threshold: int = 120_000
     key_cache_refresh: float = 0.25
     usage_flush_interval: float = 2.0
 
@@ -95,11 +102,20 @@ class Settings:
             read=r.number("UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1),
             total=r.number("UPSTREAM_TIMEOUT", 600.0, minimum=0.1),
         )
-        providers = tuple(p for p in (_cerebras(r),) if p is not None)
+        threshold = r.integer("TOKEN_THRESHOLD", 120_000, minimum=1)
+        fallback_cooldown = r.number("FALLBACK_COOLDOWN", 30.0, minimum=0.0)
+        candidates = (
+            _cerebras(r, threshold),
+            _fallback(r, SYNTHETIC, "https://api.synthetic.new/openai/v1", "hf:zai-org/GLM-4.7", fallback_cooldown),
+            _fallback(r, ZAI, "https://api.z.ai/api/coding/paas/v4", "glm-4.7", fallback_cooldown, dialect="zai"),
+            _local(r, fallback_cooldown),
+        )
+        providers = tuple(p for p in candidates if p is not None)
         if not providers:
             raise ConfigError(
                 "no upstream is configured: set CEREBRAS_API_KEYS (a JSON object "
-                '{"name": "key", ...} or a comma-separated list of keys)'
+                '{"name": "key", ...} or a comma-separated list of keys), SYNTHETIC_API_KEY, '
+                "ZAI_API_KEY or LOCAL_BASE_URL"
             )
         log_dir = r.text("LOG_DIR", "./logs")
         settings = cls(
@@ -115,18 +131,21 @@ class Settings:
             max_request_bytes=r.integer("MAX_REQUEST_BYTES", 20 * 1024 * 1024, minimum=1024),
             timeouts=timeouts,
             max_key_wait=r.number("MAX_KEY_WAIT", 30.0, minimum=0.0),
+            fallback_on_cooldown=r.boolean("FALLBACK_ON_COOLDOWN", True),
+            token_threshold=threshold,
             key_cache_refresh=r.number("KEY_CACHE_REFRESH", 0.25, minimum=0.01, maximum=1.0),
             usage_flush_interval=r.number("USAGE_FLUSH_INTERVAL", 2.0, minimum=0.05),
         )
         return settings
 
 
-def _cerebras(r: "_Reader") -> ProviderConfig | None:
+def _cerebras(r: "_Reader", threshold: int) -> ProviderConfig | None:
     keys = parse_keys("CEREBRAS_API_KEYS", r.text("CEREBRAS_API_KEYS", ""))
-    if not keys and r.text("CEREBRAS_API_KEY", ""):
-        keys = (UpstreamKey("key1", Secret(r.text("CEREBRAS_API_KEY", ""))),)
+    single = r.text("CEREBRAS_API_KEY", "")
+    if not keys and single:
+        keys = (UpstreamKey("key1", Secret(single)),)
     base_url = r.url("CEREBRAS_BASE_URL", "https://api.cerebras.ai/v1")
-    model = r.text("CEREBRAS_MODEL", "zai-glm-4.7")
+    model = r.text("CEREBRAS_MODEL", "zai-glm-4.7") or "zai-glm-4.7"
     extra = r.text("CEREBRAS_MODELS", "")
     cap = r.integer("CEREBRAS_MAX_COMPLETION_TOKENS", 16384, minimum=1)
     cooldown = r.number("CEREBRAS_COOLDOWN", 60.0, minimum=0.0)
@@ -140,7 +159,31 @@ def _cerebras(r: "_Reader") -> ProviderConfig | None:
         passthrough_models=frozenset({model, *(m.strip() for m in extra.split(",") if m.strip())}),
         max_completion_tokens=cap,
         cooldown=cooldown,
+        max_prompt_tokens=threshold,
     )
+
+
+def _fallback(
+    r: "_Reader", name: str, base_url: str, model: str, cooldown: float, dialect: str = "openai"
+) -> ProviderConfig | None:
+    """Synthetic / Z.ai: ``{NAME}_API_KEY`` (one key, a list or a JSON object), base URL, model."""
+    prefix = name.upper()
+    keys = parse_keys(f"{prefix}_API_KEY", r.text(f"{prefix}_API_KEY", ""))
+    url = r.url(f"{prefix}_BASE_URL", base_url)
+    model = r.text(f"{prefix}_MODEL", model) or model
+    if not keys:
+        return None
+    return ProviderConfig(name=name, base_url=url, keys=keys, model=model, cooldown=cooldown, dialect=dialect)
+
+
+def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:
+    """A local llama.cpp server: ``LOCAL_BASE_URL`` (unset: none), ``LOCAL_MODEL``, ``LOCAL_API_KEY``."""
+    if not r.text("LOCAL_BASE_URL", ""):
+        return None
+    url = r.url("LOCAL_BASE_URL", "")
+    model = r.text("LOCAL_MODEL", "glm-local") or "glm-local"
+    key = UpstreamKey("local", Secret(r.text("LOCAL_API_KEY", "")))
+    return ProviderConfig(name=LOCAL, base_url=url, keys=(key,), model=model, cooldown=cooldown)
 
 
 def parse_keys(var: str, raw: str) -> tuple[UpstreamKey, ...]:

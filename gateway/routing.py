@@ -1,9 +1,17 @@
 """Which upstreams serve a request, in which order, and the loop that walks them.
 
-``plan()`` is pure: request + upstreams -> ordered targets. ``Router.complete`` and
-``Router.open_stream`` walk the plan: each upstream's keys in the pool's order, moving on per the
-failure's kind, and waiting (holding no lock) for the earliest resting key when nothing else can
-serve, up to ``MAX_KEY_WAIT``. The final error takes its status from the failures it collected.
+``plan()`` is pure: upstreams + prompt estimate -> ordered targets (and why any were skipped).
+``Router.complete`` / ``Router.open_stream`` walk the plan: each upstream's keys in its pool's
+order, moving on by the failure's kind:
+
+- the client's own 4xx: returned unchanged, nothing else tried;
+- context too long: the next provider;
+- rate limited: another key of the same provider; when all its keys rest, the next provider
+  (``FALLBACK_ON_COOLDOWN``, default) or a wait for the provider's first key back;
+- 5xx, 503, timeouts, connection failures: another key, then the next provider.
+
+When nothing can serve now but a resting key will, the request waits (holding no lock) up to
+``MAX_KEY_WAIT`` and walks again. The final error's status follows the failures collected.
 """
 from __future__ import annotations
 
@@ -15,9 +23,18 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 import structlog
 
 from .chat import ChatRequest
-from .errors import BadGateway, GatewayError, GatewayTimeout, InvalidRequest, RateLimited, ServiceUnavailable, UpstreamPassthrough
+from .errors import (
+    BadGateway,
+    GatewayError,
+    GatewayTimeout,
+    InvalidRequest,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamPassthrough,
+)
 from .keypool import KeyPool, KeyState
 from .providers.base import Completion, Failure, Provider, Stream, UpstreamError
+from .tokens import estimate_prompt_tokens, may_exceed
 
 log = structlog.get_logger("gateway.routing")
 
@@ -31,6 +48,7 @@ class Upstream:
     name: str
     provider: Provider
     pool: KeyPool
+    max_prompt_tokens: int | None = None
 
 
 @dataclass
@@ -48,15 +66,27 @@ class Served:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-def plan(req: ChatRequest, upstreams: Sequence[Upstream]) -> list[Upstream]:
-    """The upstreams to try for this request, in order."""
-    return list(upstreams)
+def plan(upstreams: Sequence[Upstream], prompt_tokens: int | None) -> tuple[list[Upstream], list[str]]:
+    """The upstreams to try in order, and a note for each one skipped.
+
+    A provider is skipped when the prompt is over its ``max_prompt_tokens``, unless that would
+    leave nothing: then all are tried, and the upstream itself decides.
+    """
+    if prompt_tokens is None:
+        return list(upstreams), []
+    kept, notes = [], []
+    for up in upstreams:
+        if up.max_prompt_tokens is not None and prompt_tokens > up.max_prompt_tokens:
+            notes.append(f"{up.name}: skipped, prompt ~{prompt_tokens} tokens > {up.max_prompt_tokens}")
+        else:
+            kept.append(up)
+    return (kept, notes) if kept else (list(upstreams), [])
 
 
 def request_cost(req: ChatRequest) -> int:
     """Tokens a rate limiter charges up front: a cheap prompt estimate plus the completion cap."""
     asked = req.payload.get("max_completion_tokens") or req.payload.get("max_tokens") or 0
-    return len(req.raw) // 4 + int(asked)
+    return (req.prompt_tokens or len(req.raw) // 4) + int(asked)
 
 
 class Router:
@@ -65,13 +95,26 @@ class Router:
         upstreams: Sequence[Upstream],
         *,
         max_key_wait: float,
+        fallback_on_cooldown: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.upstreams = list(upstreams)
         self.max_key_wait = max_key_wait
+        self.fallback_on_cooldown = fallback_on_cooldown
         self.clock = clock
         self.sleep = sleep
+        limits = [up.max_prompt_tokens for up in self.upstreams if up.max_prompt_tokens is not None]
+        self._smallest_limit = min(limits) if limits else None
+
+    async def prompt_tokens(self, req: ChatRequest) -> int | None:
+        """The prompt estimate, computed only when the byte size cannot settle routing; big
+        requests are tokenized in a worker thread so the event loop keeps serving."""
+        if self._smallest_limit is None or not may_exceed(len(req.raw), self._smallest_limit):
+            return None
+        if req.prompt_tokens is None:
+            req.prompt_tokens = await asyncio.to_thread(estimate_prompt_tokens, req.payload)
+        return req.prompt_tokens
 
     async def complete(self, req: ChatRequest) -> Served:
         async def call(up: Upstream, secret: str) -> tuple[Completion, object]:
@@ -81,7 +124,8 @@ class Router:
         return await self._walk(req, call)
 
     async def open_stream(self, req: ChatRequest) -> Served:
-        """An open stream whose first chunk has arrived: ``result`` is ``(stream, first_chunk)``."""
+        """An open stream whose first chunk has arrived: ``result`` is ``(stream, first_chunk)``.
+        Until that chunk, nothing has reached the client, so any failure moves on invisibly."""
 
         async def call(up: Upstream, secret: str) -> tuple[tuple[Stream, bytes], object]:
             stream = await up.provider.chat_stream(req, secret)
@@ -92,7 +136,6 @@ class Router:
                 raise UpstreamError(Failure.SERVER, "upstream closed the stream before any event") from None
             except UpstreamError as e:
                 await stream.aclose()
-                # nothing reached the client yet: this is an ordinary, retryable failure
                 raise UpstreamError(Failure.CONNECTION, e.message) from None
             except BaseException:
                 await stream.aclose()
@@ -102,14 +145,15 @@ class Router:
         return await self._walk(req, call)
 
     async def _walk(self, req: ChatRequest, call: Callable[[Upstream, str], Awaitable[tuple[R, object]]]) -> Served:
-        targets = plan(req, self.upstreams)
+        targets, notes = plan(self.upstreams, await self.prompt_tokens(req))
         cost = request_cost(req)
         attempts: list[Attempt] = []
         given_up: dict[str, set[str]] = {up.name: set() for up in targets}  # keys failing for this request
         done_with: set[str] = set()  # upstreams that cannot serve this request at all
         deadline = self.clock() + self.max_key_wait
         while True:
-            for up in targets:
+            reached = targets
+            for i, up in enumerate(targets):
                 if up.name in done_with:
                     continue
                 tried: set[str] = set(given_up[up.name])
@@ -144,15 +188,23 @@ class Router:
                         up.pool.release(lease)
                         raise
                     up.pool.succeeded(lease, limits)  # type: ignore[arg-type]
+                    if attempts or notes:
+                        log.info("served_after_fallback", provider=up.name, failures=len(attempts), skipped=notes)
                     return Served(result, up, lease.key, attempts)
-            wait = self._next_ready_in(targets, given_up, done_with)
+                if not self.fallback_on_cooldown and up.name not in done_with:
+                    resting = up.pool.next_ready_in(exclude=given_up[up.name])
+                    if resting is not None and resting > 0:
+                        reached = targets[: i + 1]  # wait for this provider rather than fall back
+                        break
+            wait = self._next_ready_in(reached, given_up, done_with)
             if wait is None or self.clock() + wait > deadline:
-                raise final_error(attempts, wait)
+                raise final_error(attempts, wait, notes + self._resting_notes(reached, given_up, done_with))
             wait = max(wait, MIN_ROUND_WAIT)  # a "retry after 0" must not turn into a busy loop
             log.info("waiting_for_key", seconds=round(wait, 3))
             await self.sleep(wait)
 
-    def _next_ready_in(self, targets, given_up, done_with) -> float | None:
+    @staticmethod
+    def _next_ready_in(targets, given_up, done_with) -> float | None:
         waits = [
             w
             for up in targets
@@ -162,14 +214,26 @@ class Router:
         ]
         return min(waits) if waits else None
 
+    @staticmethod
+    def _resting_notes(targets, given_up, done_with) -> list[str]:
+        notes = []
+        for up in targets:
+            if up.name in done_with:
+                continue
+            w = up.pool.next_ready_in(exclude=given_up[up.name])
+            if w is not None and w > 0:
+                notes.append(f"{up.name}: every key resting ({w:.1f}s left)")
+        return notes
 
-def final_error(attempts: Sequence[Attempt], wait: float | None) -> GatewayError:
+
+def final_error(attempts: Sequence[Attempt], wait: float | None, notes: Sequence[str] = ()) -> GatewayError:
     """The error a client gets when nothing could serve: its status follows what was seen."""
     parts = [f"{a.upstream}/{a.key}: {a.error.kind.value} ({a.error.message[:80]})" for a in attempts]
+    parts += notes
     detail = "; ".join(parts) if parts else "every upstream key is resting"
     kinds = {a.error.kind for a in attempts}
     if wait is not None:  # something will be able to serve later: tell the client when
-        return RateLimited(f"all upstream keys are rate limited; retry after {wait:.1f}s. {detail}", retry_after=wait)
+        return RateLimited(f"all upstreams are rate limited; retry after {wait:.1f}s. {detail}", retry_after=wait)
     if kinds == {Failure.CONTEXT_LENGTH}:
         return InvalidRequest(
             f"the request is too long for every upstream's context window. {detail}", code="context_length_exceeded"
@@ -179,5 +243,5 @@ def final_error(attempts: Sequence[Attempt], wait: float | None) -> GatewayError
     if kinds & {Failure.RATE_LIMITED, Failure.OVERLOADED}:
         return ServiceUnavailable(f"no upstream can serve now. {detail}", retry_after=1.0)
     if not attempts:
-        return ServiceUnavailable("no upstream key is usable (all disabled); see /_status")
+        return ServiceUnavailable(f"no upstream key is usable (all disabled; see /_status). {detail}")
     return BadGateway(f"no upstream could serve the request. {detail}")
