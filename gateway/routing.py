@@ -8,7 +8,8 @@ order, moving on by the failure's kind:
 - context too long: the next provider;
 - rate limited: another key of the same provider; when all its keys rest, the next provider
   (``FALLBACK_ON_COOLDOWN``, default) or a wait for the provider's first key back;
-- 5xx, 503, timeouts, connection failures: another key, then the next provider.
+- 5xx, 503, timeouts: one more key, then the next provider; connection failures: the next
+  provider at once (its keys share a host).
 
 When nothing can serve now but a resting key will, the request waits (holding no lock) up to
 ``MAX_KEY_WAIT`` and walks again. The final error's status follows the failures collected.
@@ -41,6 +42,10 @@ log = structlog.get_logger("gateway.routing")
 R = TypeVar("R")
 
 MIN_ROUND_WAIT = 0.1  # seconds between two passes over the same upstreams
+# 5xx/503/timeouts: try this many keys of a provider, then the next provider. A connection
+# failure moves on at once: every key of a provider shares its host.
+KEYS_TRIED_ON_ERROR = 2
+KEY_FAULTS = frozenset({Failure.AUTH, Failure.PAYMENT})  # this key's problem, not the provider's
 
 
 @dataclass
@@ -150,6 +155,7 @@ class Router:
         attempts: list[Attempt] = []
         given_up: dict[str, set[str]] = {up.name: set() for up in targets}  # keys failing for this request
         done_with: set[str] = set()  # upstreams that cannot serve this request at all
+        provider_errors: dict[str, int] = {}
         deadline = self.clock() + self.max_key_wait
         while True:
             reached = targets
@@ -181,8 +187,15 @@ class Router:
                         if e.kind is Failure.CONTEXT_LENGTH:
                             done_with.add(up.name)
                             break
-                        if e.kind is not Failure.RATE_LIMITED:
-                            given_up[up.name].add(lease.key.name)
+                        if e.kind is Failure.RATE_LIMITED:
+                            continue  # another key of this provider, if one is free
+                        given_up[up.name].add(lease.key.name)
+                        if e.kind in KEY_FAULTS:
+                            continue
+                        provider_errors[up.name] = provider_errors.get(up.name, 0) + 1
+                        if e.kind is Failure.CONNECTION or provider_errors[up.name] >= KEYS_TRIED_ON_ERROR:
+                            done_with.add(up.name)  # provider-wide trouble: do not stall on it
+                            break
                         continue
                     except BaseException:
                         up.pool.release(lease)

@@ -94,3 +94,69 @@ def auth_header(key: str) -> dict[str, str]:
 
 
 CHAT = {"model": "zai-glm-4.7", "messages": [{"role": "user", "content": "hi"}]}
+
+
+# ---- more fake upstreams, and a real llama.cpp server for the local backend ----------------------
+
+LLAMA_DIR = Path(__file__).resolve().parent / "llama"
+
+
+@pytest.fixture
+async def make_fake(aiohttp_server):
+    """More fake upstreams (Synthetic, Z.ai): ``await make_fake()`` -> FakeUpstream with ``url``."""
+
+    async def make() -> FakeUpstream:
+        upstream = FakeUpstream()
+        server = await aiohttp_server(upstream.app())
+        upstream.url = str(server.make_url("/v1"))
+        return upstream
+
+    return make
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory) -> str:
+    """A real llama.cpp server (xllamacpp wheel) on a generated tiny GGUF; yields its /v1 URL.
+
+    The model is random (gibberish output) but real: tokenizer, chat template, sampling, SSE,
+    usage and llama.cpp's own errors. Context is 1024 split over 2 slots (512 each)."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    model = tmp_path_factory.mktemp("model") / "tiny.gguf"
+    subprocess.run([sys.executable, str(LLAMA_DIR / "make_tiny_gguf.py"), "-o", str(model)],
+                   check=True, stdout=subprocess.DEVNULL)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(LLAMA_DIR / "serve_xllamacpp.py"), "-m", str(model), "--port", str(port),
+         "-a", "glm-local", "-np", "2", "-c", "1024"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"llama.cpp server did not start (exit code {proc.poll()})")
+        time.sleep(0.05)
+    yield base + "/v1"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
