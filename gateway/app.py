@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from typing import AsyncIterator, Callable
 
 import aiohttp
@@ -14,11 +15,11 @@ from . import handlers, tokens
 from .config import Settings
 from .keypool import KeyPool
 from .keystore import KeyStore
-from .middleware import add_request_id, auth, errors, observe
+from .middleware import auth, errors, observe, stamp_response
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import HTTP, KEYSTORE, ROUTER, SETTINGS
+from .state import HTTP, KEYSTORE, REPAIRS, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.app")
 
@@ -31,7 +32,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
-    app.on_response_prepare.append(add_request_id)
+    app[REPAIRS] = Counter()
+    app.on_response_prepare.append(stamp_response)
     app.cleanup_ctx.append(_http_session)
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)

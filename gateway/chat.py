@@ -23,6 +23,10 @@ class ChatRequest:
     def model(self) -> object:
         return self.payload.get("model")
 
+    def replace_messages(self, messages: list[dict[str, Any]]) -> None:
+        self.payload["messages"] = messages
+        self.modified = True
+
     def body(self) -> bytes:
         return orjson.dumps(self.payload) if self.modified else self.raw
 

@@ -8,13 +8,14 @@ import orjson
 import structlog
 from aiohttp import web
 
-from .chat import parse_chat_request
+from .chat import ChatRequest, parse_chat_request
 from .errors import PayloadTooLarge
 from .middleware import PROVIDER_HEADER
 from .providers.base import Completion, Stream, UpstreamError
+from .repair import repair_messages
 from .routing import Served
 from .sse import DONE, error_event
-from .state import ROUTER, SETTINGS
+from .state import REPAIRS, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.handlers")
 
@@ -37,6 +38,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     req = parse_chat_request(await request.read())
     structlog.contextvars.bind_contextvars(stream=req.stream, model=req.model)
+    if request.app[SETTINGS].repair_tool_calls:
+        repair_transcript(request, req)
     router = request.app[ROUTER]
     if not req.stream:
         served = await router.complete(req)
@@ -51,6 +54,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     _bind_served(served)
     stream, first = served.result  # type: ignore[misc]
     return await relay_stream(request, served.upstream.name, stream, first)
+
+
+def repair_transcript(request: web.Request, req: ChatRequest) -> None:
+    fixed, counts = repair_messages(req.payload["messages"])
+    if fixed is None:
+        return
+    req.replace_messages(fixed)
+    total = sum(counts.values())
+    request["repairs"] = total
+    request.app[REPAIRS].update(counts)
+    structlog.contextvars.bind_contextvars(repairs=total)
+    log.info("transcript_repaired", repairs=dict(counts), messages=len(fixed))
 
 
 async def relay_stream(request: web.Request, provider: str, stream: Stream, first: bytes) -> web.StreamResponse:
@@ -122,5 +137,6 @@ async def status(request: web.Request) -> web.Response:
             "keys": first["keys"],
             "current_key": first["current_key"],
             "providers": providers,
+            "repairs": dict(request.app[REPAIRS]),
         }
     )

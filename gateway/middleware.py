@@ -54,11 +54,18 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
         emit("request", method=request.method, path=request.path, status=status, latency_ms=latency_ms)
 
 
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response, streamed or not, carries its request id."""
+REPAIRS_HEADER = "X-Gateway-Repairs"
+
+
+async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, streamed or not, carries its request id, and the
+    number of transcript repairs when the gateway changed the client's messages."""
     rid = request.get("request_id")
     if rid:
         response.headers["X-Request-Id"] = rid
+    repairs = request.get("repairs")
+    if repairs:
+        response.headers[REPAIRS_HEADER] = str(repairs)
 
 
 @web.middleware

@@ -1,6 +1,8 @@
 """Typed application state: the ``web.AppKey`` declarations, nothing else."""
 from __future__ import annotations
 
+from collections import Counter
+
 import aiohttp
 from aiohttp import web
 
@@ -12,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 KEYSTORE = web.AppKey("keystore", KeyStore)
 ROUTER = web.AppKey("router", Router)
+REPAIRS = web.AppKey("repairs", Counter)  # transcript repairs by kind, since start
