@@ -2,6 +2,7 @@
 """GLM Gateway entrypoint: settings from the environment (and .env) -> logging -> serve."""
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -19,7 +20,7 @@ def main() -> int:
     except ConfigError as e:
         print(f"glm-gateway: configuration error: {e}", file=sys.stderr)
         return 2
-    listener = configure(
+    writer = configure(
         settings.log_level,
         settings.log_dir,
         settings.secrets(),
@@ -29,6 +30,13 @@ def main() -> int:
     try:
         import structlog
         from aiohttp import web
+
+        try:  # a faster event loop where available (Linux, macOS)
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
 
         structlog.get_logger("gateway").info(
             "starting",
@@ -46,7 +54,7 @@ def main() -> int:
             print=lambda *_: None,
         )
     finally:
-        listener.stop()
+        writer.stop()
     return 0
 
 

@@ -50,7 +50,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
     """One pooled ClientSession for every upstream call of the app's life."""
     connector = aiohttp.TCPConnector(limit=1000, limit_per_host=500, ttl_dns_cache=300, keepalive_timeout=60)
-    async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+    # no cookie jar: one shared jar would carry an upstream's Set-Cookie to other clients' requests
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
+    ) as session:
         app[HTTP] = session
         yield
 

@@ -1,15 +1,17 @@
 """structlog -> JSON lines on stdout and in a size-rotated file, written off the event loop.
 
-Records go through a ``QueueHandler``; a ``QueueListener`` thread does the (blocking) writes.
-A redaction processor removes upstream secrets, client keys and bearer tokens from every value.
+Lines are rendered on the loop and queued; one writer thread writes them in batches. A redaction
+processor removes upstream secrets, client keys and bearer tokens from every value.
 """
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import queue
 import re
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -46,34 +48,129 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
+class RotatingFile:
+    """Appends to ``path``; at ``max_bytes`` renames it to ``.1`` (``.1`` to ``.2``, ...). Size is
+    counted as it writes, with no seek or stat per line."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        self._file = open(path, "a", encoding="utf-8")
+        self._size = self._file.tell()
+
+    def write(self, data: str) -> None:
+        size = len(data.encode()) if not data.isascii() else len(data)
+        if self._size and self._size + size > self.max_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._file.flush()
+        self._size += size
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._size = 0
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Stdout:
+    def write(self, data: str) -> None:
+        sys.stdout.write(data)
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class LineWriter:
+    """Rendered lines from the event loop go into a queue; one thread writes them out in
+    batches, so no handler blocks on I/O and a burst of lines costs one write per sink."""
+
+    _STOP = object()
+
+    def __init__(self, sinks: list, gather: float = 0.05) -> None:
+        self.sinks = sinks
+        self.gather = gather
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, line: str) -> None:
+        self._queue.put(line)
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            time.sleep(self.gather)  # let lines gather: few wakeups, few GIL handoffs, big writes
+            batch = []
+            stop = False
+            while True:
+                if item is self._STOP:
+                    stop = True
+                else:
+                    batch.append(item)
+                if len(batch) >= 10000:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                data = "\n".join(batch) + "\n"
+                for sink in self.sinks:
+                    try:
+                        sink.write(data)
+                    except Exception as e:  # a full disk must not take the gateway down
+                        sys.stderr.write(f"log write failed: {e!r}\n")
+            if stop:
+                return
+
+    def stop(self) -> None:
+        """Write what is queued, then stop (call at exit)."""
+        self._queue.put(self._STOP)
+        self._thread.join(timeout=5)
+        for sink in self.sinks:
+            sink.close()
+
+
+class WriterLogger:
+    """The structlog logger: hands each rendered line to the LineWriter."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        self._write = writer.write
+
+    def msg(self, line: str) -> None:
+        self._write(line)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
 def configure(level: str = "INFO", log_dir: Path | None = None, secrets: Iterable[str] = (),
-              max_bytes: int = 10 * 1024 * 1024, backups: int = 5,
-              cache: bool = True) -> logging.handlers.QueueListener:
-    """Set up logging once per process; returns the listener (stop it at exit to flush)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+              max_bytes: int = 10 * 1024 * 1024, backups: int = 5, cache: bool = True) -> LineWriter:
+    """Set up logging once per process; returns the writer (``stop()`` it at exit to flush)."""
+    sinks: list = [Stdout()]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(
-            logging.handlers.RotatingFileHandler(
-                log_dir / "gateway.log", maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-            )
-        )
-    for h in handlers:
-        h.setFormatter(logging.Formatter("%(message)s"))
-    q: queue.SimpleQueue = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=False)
-    root = logging.getLogger("gateway")
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]
-    root.setLevel(level)
-    root.propagate = False
-    listener.start()
+        sinks.append(RotatingFile(log_dir / "gateway.log", max_bytes, backups))
+    writer = LineWriter(sinks)
+    logger = WriterLogger(writer)
     structlog.configure(
         processors=processors(secrets),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=lambda *args: logger,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=cache,
     )
-    return listener
+    return writer
 
 
 def processors(secrets: Iterable[str] = ()) -> list:
@@ -81,6 +178,7 @@ def processors(secrets: Iterable[str] = ()) -> list:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
         Redactor(secrets),
         structlog.processors.JSONRenderer(serializer=_dumps),
     ]

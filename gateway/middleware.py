@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-import uuid
 
 import structlog
 from aiohttp import web
@@ -29,7 +29,9 @@ PROVIDER_HEADER = "X-Gateway-Provider"
 
 def request_id_for(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+    if given and _REQUEST_ID_OK.match(given):
+        return given
+    return os.urandom(16).hex()
 
 
 @web.middleware

@@ -20,9 +20,9 @@ UPSTREAM_KEYS = {"k1": "csk-one-1111111111", "k2": "csk-two-2222222222", "k3": "
 def log_dir(tmp_path_factory) -> Path:
     """Logging is process-wide: configure it once, to a file the tests can read."""
     path = tmp_path_factory.mktemp("logs")
-    listener = logs.configure("DEBUG", path, secrets=(), cache=False)
+    writer = logs.configure("DEBUG", path, secrets=(), cache=False)
     yield path
-    listener.stop()
+    writer.stop()
 
 
 async def eventually(check: Callable[[], object], timeout: float = 5.0, interval: float = 0.01):

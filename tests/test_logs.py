@@ -21,3 +21,60 @@ def test_redactor_scrubs(value, leaked):
 def test_redactor_leaves_ordinary_values():
     event = {"event": "request", "path": "/v1/chat/completions", "status": 200, "client": "alice"}
     assert Redactor(["secret-1234"])(None, "info", dict(event)) == event
+
+
+def test_rotating_file_rotates_by_size(tmp_path):
+    from gateway.logs import RotatingFile
+
+    f = RotatingFile(tmp_path / "g.log", max_bytes=100, backups=2)
+    for i in range(10):
+        f.write(f"line {i:02d} " + "x" * 30 + "\n")  # 39 bytes each: two lines a file
+    f.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["g.log", "g.log.1", "g.log.2"]  # older files beyond 2 backups are gone
+    assert (tmp_path / "g.log").read_text().startswith("line 08")
+    assert (tmp_path / "g.log.1").read_text().startswith("line 06")
+    assert all(p.stat().st_size <= 100 for p in tmp_path.iterdir())
+
+
+def test_rotating_file_continues_an_existing_file(tmp_path):
+    from gateway.logs import RotatingFile
+
+    (tmp_path / "g.log").write_text("x" * 90 + "\n")
+    f = RotatingFile(tmp_path / "g.log", max_bytes=100, backups=1)
+    f.write("y" * 20 + "\n")  # would pass 100 bytes: rotates first
+    f.close()
+    assert (tmp_path / "g.log").read_text() == "y" * 20 + "\n"
+    assert (tmp_path / "g.log.1").read_text() == "x" * 90 + "\n"
+
+
+def test_line_writer_writes_everything_before_stop(tmp_path):
+    from gateway.logs import LineWriter, RotatingFile
+
+    writer = LineWriter([RotatingFile(tmp_path / "g.log", max_bytes=10**9, backups=0)])
+    for i in range(5000):
+        writer.write(f'{{"n": {i}}}')
+    writer.stop()
+    lines = (tmp_path / "g.log").read_text().splitlines()
+    assert lines == [f'{{"n": {i}}}' for i in range(5000)]
+
+
+def test_exceptions_are_rendered_without_secrets():
+    import json
+
+    import structlog
+
+    from gateway.logs import processors
+
+    lines = []
+    logger = structlog.wrap_logger(
+        type("L", (), {"msg": lambda self, line: lines.append(line), "error": lambda self, line: lines.append(line)})(),
+        processors=processors(["csk-secret-value"]),
+    )
+    try:
+        raise RuntimeError("failed with csk-secret-value")
+    except RuntimeError:
+        logger.exception("boom")
+    record = json.loads(lines[0])
+    assert "RuntimeError" in record["exception"]
+    assert "csk-secret-value" not in lines[0]

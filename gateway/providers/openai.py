@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 import aiohttp
 import orjson
+import yarl
 
 from ..chat import ChatRequest
 from ..config import ProviderConfig, Timeouts
@@ -115,17 +116,23 @@ class OpenAICompatible:
         self.cfg = cfg
         self.name = cfg.name
         self._session = session
-        self._url = cfg.chat_url
+        self._url = yarl.URL(cfg.chat_url)  # parsed once, not per request
         self._map_error = error_mapper
+        self._header_cache: dict[tuple[str, bool], dict[str, str]] = {}
         self._timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read)
         self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.read)
 
     def _headers(self, secret: str, stream: bool) -> dict[str, str]:
+        try:
+            return self._header_cache[(secret, stream)]
+        except KeyError:
+            pass
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if stream:  # compression would make the upstream buffer events
             headers.update({"Accept": "text/event-stream", "Accept-Encoding": "identity"})
         if secret:
             headers["Authorization"] = f"Bearer {secret}"
+        self._header_cache[(secret, stream)] = headers
         return headers
 
     def _error(self, resp: aiohttp.ClientResponse, body: bytes) -> UpstreamError:

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Benchmark the gateway side by side with its upstream, in one run on one machine.
+
+Starts four kinds of process: a fake upstream, a bare aiohttp relay (the floor), the gateway (``proxy_server.py``, client auth on,
+three Cerebras keys, a fallback configured, JSON logs to a file), and a load generator per
+scenario. Each scenario runs directly against the upstream and through the gateway, back to back,
+so the figures that matter are ratios and differences from the same run:
+
+- requests/s and p50/p99 latency, direct and through; added latency per percentile;
+- the gateway's CPU seconds per 1,000 requests and its peak RSS;
+- the floor: the same scenario through a bare aiohttp relay (bench/bare_relay.py: no auth, logs or
+  routing), which tells the framework's cost from the gateway's own;
+- for streams, each chunk's delivery delay (upstream send stamp -> client arrival), direct and through.
+
+Also: 500 concurrent streams (RSS before/after), a soak (``--soak N``: RSS at start and end), and
+the time to estimate tokens of a 500 KB request. Prints a table; writes JSON to bench/results/.
+
+    python bench/run.py                 # the full run (a few minutes on 2 cores)
+    python bench/run.py --quick         # a smoke run (seconds), as CI does
+    python bench/run.py --soak 100000   # add a 100k-request soak
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def load(url: str, key: str, concurrency: int, requests: int, stream: bool) -> dict:
+    cmd = [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--url", url, "--concurrency", str(concurrency),
+           "--requests", str(requests)]
+    if key:
+        cmd += ["--key", key]
+    if stream:
+        cmd.append("--stream")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def make_client_key(db: Path) -> str:
+    from gateway.keystore import KeyStore
+
+    async def go() -> str:
+        store = await KeyStore.open(db)
+        try:
+            _, plaintext = await store.add("bench")
+            return plaintext
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def token_estimate_timing() -> dict:
+    """Median time to parse, repair and estimate a 500 KB coding-agent request, in-process."""
+    import orjson
+
+    from gateway.chat import parse_chat_request
+    from gateway.repair import repair_messages
+    from gateway.tokens import encoder, estimate_prompt_tokens
+
+    code = "def handler(request):\n    return {'status': 200, 'body': request.json()}\n"
+    messages = [{"role": "system", "content": "You are a coding agent."}]
+    i = 0
+    while len(orjson.dumps({"messages": messages})) < 500_000:
+        messages.append({"role": "user", "content": f"Step {i}: read the file and fix it.\n" + code * 3})
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}}]})
+        messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": code})
+        i += 1
+    raw = orjson.dumps({"model": "zai-glm-4.7", "messages": messages})
+    encoder()  # loaded once at gateway start, not per request
+
+    def median_ms(fn, runs: int = 7) -> float:
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        return round(sorted(times)[runs // 2], 2)
+
+    req = parse_chat_request(raw)
+    return {
+        "request_bytes": len(raw),
+        "messages": len(messages),
+        "estimated_tokens": estimate_prompt_tokens(req.payload),
+        "parse_ms": median_ms(lambda: parse_chat_request(raw)),
+        "repair_check_ms": median_ms(lambda: repair_messages(req.payload["messages"])),
+        "estimate_ms": median_ms(lambda: estimate_prompt_tokens(req.payload)),
+    }
+
+
+def fmt(v, digits=2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a smoke run with few requests")
+    ap.add_argument("--soak", type=int, default=0, help="requests in the soak (0: no soak)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    a = ap.parse_args()
+
+    n = {1: 2000, 10: 10000, 100: 10000}
+    n_stream = {1: 300, 10: 1500, 100: 3000}
+    streams_500 = 5000
+    if a.quick:
+        n = {1: 50, 10: 200, 100: 300}
+        n_stream = {1: 10, 10: 50, 100: 200}
+        streams_500 = 500
+
+    tmp = Path(tempfile.mkdtemp(prefix="glm-bench-"))
+    up_port, gw_port = free_port(), free_port()
+    procs: list[subprocess.Popen] = []
+    try:
+        upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(up_port)])
+        procs.append(upstream)
+        direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        wait_http(f"http://127.0.0.1:{up_port}/", upstream)
+        floor_port = free_port()
+        bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_relay.py"), "--port", str(floor_port),
+                                 "--upstream", direct])
+        procs.append(bare)
+        floor = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+        wait_http(f"http://127.0.0.1:{floor_port}/", bare)
+
+        db = tmp / "keys.db"
+        key = make_client_key(db)
+        env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(gw_port),
+            "CEREBRAS_API_KEYS": json.dumps({"a": "csk-bench-a", "b": "csk-bench-b", "c": "csk-bench-c"}),
+            "CEREBRAS_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
+            "SYNTHETIC_API_KEY": "syn-bench",
+            "SYNTHETIC_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
+            "ENABLE_INCOMING_AUTH": "true",
+            "INCOMING_KEY_DB": str(db),
+            "LOG_DIR": str(tmp / "logs"),
+            "LOG_LEVEL": "INFO",
+            "ENV_FILE": str(tmp / "none.env"),
+        }
+        gateway = subprocess.Popen([sys.executable, str(ROOT / "proxy_server.py")], env=env, cwd=tmp,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(gateway)
+        through = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        wait_http(f"http://127.0.0.1:{gw_port}/health", gateway)
+        load(through, key, 10, 200, False)  # warm up the gateway's pools and caches
+
+        rows = []
+        for stream in (False, True):
+            for c in (1, 10, 100):
+                count = (n_stream if stream else n)[c]
+                d = load(direct, "", c, count, stream)
+                f = load(floor, "", c, count, stream)
+                cpu0 = cpu_seconds(gateway.pid)
+                t = load(through, key, c, count, stream)
+                cpu = cpu_seconds(gateway.pid) - cpu0
+                row = {
+                    "mode": "stream" if stream else "json",
+                    "concurrency": c,
+                    "requests": count,
+                    "direct": d,
+                    "bare_relay": f,
+                    "through": t,
+                    "floor_added_p50_ms": round(f["p50_ms"] - d["p50_ms"], 3),
+                    "floor_ratio": round(f["rps"] / d["rps"], 3) if d["rps"] else None,
+                    "added_p50_ms": round(t["p50_ms"] - d["p50_ms"], 3),
+                    "added_p99_ms": round(t["p99_ms"] - d["p99_ms"], 3),
+                    "throughput_ratio": round(t["rps"] / d["rps"], 3) if d["rps"] else None,
+                    "gateway_cpu_s_per_1k": round(cpu / max(1, t["ok"]) * 1000, 3),
+                    "gateway_rss_mb": rss_mb(gateway.pid),
+                }
+                if stream:
+                    row["added_chunk_p50_ms"] = round(t["chunk_delay_p50_ms"] - d["chunk_delay_p50_ms"], 3)
+                    row["added_chunk_p99_ms"] = round(t["chunk_delay_p99_ms"] - d["chunk_delay_p99_ms"], 3)
+                rows.append(row)
+                print(f"  {row['mode']:6} c={c:<3} direct {d['rps']:>8} rps p50 {fmt(d['p50_ms'])} ms | "
+                      f"through {t['rps']:>8} rps p50 {fmt(t['p50_ms'])} ms errors={t['errors'] or 0}",
+                      file=sys.stderr)
+
+        rss_before = rss_mb(gateway.pid)
+        many = load(through, key, 500, streams_500, True)
+        streams = {"concurrency": 500, "requests": streams_500, "ok": many["ok"], "errors": many["errors"],
+                   "rss_before_mb": rss_before, "rss_after_mb": rss_mb(gateway.pid),
+                   "added_chunk_p50_ms_vs_c1_direct": None, "p99_ms": many["p99_ms"]}
+
+        soak = None
+        if a.soak:
+            rss_start = rss_mb(gateway.pid)
+            cpu0 = cpu_seconds(gateway.pid)
+            s = load(through, key, 10, a.soak, False)
+            soak = {"requests": a.soak, "ok": s["ok"], "errors": s["errors"], "rps": s["rps"],
+                    "rss_start_mb": rss_start, "rss_end_mb": rss_mb(gateway.pid),
+                    "cpu_s_per_1k": round((cpu_seconds(gateway.pid) - cpu0) / max(1, s["ok"]) * 1000, 3)}
+
+        result = {
+            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "quick": a.quick,
+            "scenarios": rows,
+            "streams_500": streams,
+            "soak": soak,
+            "gateway_peak_rss_mb": rss_mb(gateway.pid, "VmHWM"),
+            "token_estimate_500kb": token_estimate_timing(),
+        }
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"bench-{'quick-' if a.quick else ''}{int(time.time())}.json"
+    out.write_text(json.dumps(result, indent=2))
+
+    head = (f"{'mode':6} {'conc':>4} | {'direct rps':>10} {'p50':>6} {'p99':>6} | {'through rps':>11} {'p50':>6} "
+            f"{'p99':>6} | {'+p50':>6} {'+p99':>6} {'ratio':>5} | {'cpu s/1k':>8} {'+chunk p50/p99':>15} | "
+            f"{'floor +p50':>10} {'ratio':>5}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        d, t = r["direct"], r["through"]
+        chunk = f"{fmt(r.get('added_chunk_p50_ms'), 3)}/{fmt(r.get('added_chunk_p99_ms'), 3)}" if r["mode"] == "stream" else ""
+        print(f"{r['mode']:6} {r['concurrency']:>4} | {d['rps']:>10} {fmt(d['p50_ms']):>6} {fmt(d['p99_ms']):>6} | "
+              f"{t['rps']:>11} {fmt(t['p50_ms']):>6} {fmt(t['p99_ms']):>6} | {fmt(r['added_p50_ms'], 3):>6} "
+              f"{fmt(r['added_p99_ms'], 3):>6} {fmt(r['throughput_ratio']):>5} | {fmt(r['gateway_cpu_s_per_1k'], 3):>8} "
+              f"{chunk:>15} | {fmt(r['floor_added_p50_ms'], 3):>10} {fmt(r['floor_ratio']):>5}")
+    s = result["streams_500"]
+    print(f"\n500 concurrent streams: {s['ok']}/{s['requests']} ok, errors {s['errors'] or 0}, "
+          f"gateway RSS {s['rss_before_mb']} -> {s['rss_after_mb']} MB")
+    if soak:
+        print(f"soak: {soak['ok']}/{soak['requests']} ok at {soak['rps']} rps, RSS {soak['rss_start_mb']} -> "
+              f"{soak['rss_end_mb']} MB, {soak['cpu_s_per_1k']} CPU s/1k")
+    te = result["token_estimate_500kb"]
+    print(f"500 KB request ({te['messages']} messages, ~{te['estimated_tokens']} tokens): parse {te['parse_ms']} ms, "
+          f"repair check {te['repair_check_ms']} ms, token estimate {te['estimate_ms']} ms")
+    print(f"gateway peak RSS {result['gateway_peak_rss_mb']} MB; JSON: {out}")
+    failed = [r for r in rows if r["through"]["errors"] or r["direct"]["errors"]]
+    return 1 if failed or s["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
