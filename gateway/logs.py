@@ -156,9 +156,10 @@ class WriterLogger:
 
 
 def configure(level: str = "INFO", log_dir: Path | None = None, secrets: Iterable[str] = (),
-              max_bytes: int = 10 * 1024 * 1024, backups: int = 5, cache: bool = True) -> LineWriter:
+              max_bytes: int = 10 * 1024 * 1024, backups: int = 5, cache: bool = True,
+              stdout: bool = True) -> LineWriter:
     """Set up logging once per process; returns the writer (``stop()`` it at exit to flush)."""
-    sinks: list = [Stdout()]
+    sinks: list = [Stdout()] if stdout else []
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         sinks.append(RotatingFile(log_dir / "gateway.log", max_bytes, backups))

@@ -20,7 +20,7 @@ UPSTREAM_KEYS = {"k1": "csk-one-1111111111", "k2": "csk-two-2222222222", "k3": "
 def log_dir(tmp_path_factory) -> Path:
     """Logging is process-wide: configure it once, to a file the tests can read."""
     path = tmp_path_factory.mktemp("logs")
-    writer = logs.configure("DEBUG", path, secrets=(), cache=False)
+    writer = logs.configure("DEBUG", path, secrets=(), cache=False, stdout=False)
     yield path
     writer.stop()
 
