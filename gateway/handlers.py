@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .chat import ChatRequest, parse_chat_request
 from .errors import PayloadTooLarge
-from .middleware import PROVIDER_HEADER
+from .middleware import PROVIDER_HEADER, note
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
@@ -26,10 +26,8 @@ def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def _bind_served(served: Served) -> None:
-    structlog.contextvars.bind_contextvars(
-        provider=served.upstream.name, upstream_key=served.key.name, attempts=len(served.attempts) + 1
-    )
+def _note_served(request: web.Request, served: Served) -> None:
+    note(request, provider=served.upstream.name, upstream_key=served.key.name, attempts=len(served.attempts) + 1)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -37,13 +35,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     req = parse_chat_request(await request.read())
-    structlog.contextvars.bind_contextvars(stream=req.stream, model=req.model)
+    note(request, stream=req.stream, model=req.model)
     if request.app[SETTINGS].repair_tool_calls:
         repair_transcript(request, req)
     router = request.app[ROUTER]
     if not req.stream:
         served = await router.complete(req)
-        _bind_served(served)
+        _note_served(request, served)
         done: Completion = served.result  # type: ignore[assignment]
         return web.Response(
             status=done.status,
@@ -51,7 +49,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             headers={"Content-Type": done.content_type, PROVIDER_HEADER: served.upstream.name},
         )
     served = await router.open_stream(req)
-    _bind_served(served)
+    _note_served(request, served)
     stream, first = served.result  # type: ignore[misc]
     return await relay_stream(request, served.upstream.name, stream, first)
 
@@ -64,7 +62,7 @@ def repair_transcript(request: web.Request, req: ChatRequest) -> None:
     total = sum(counts.values())
     request["repairs"] = total
     request.app[REPAIRS].update(counts)
-    structlog.contextvars.bind_contextvars(repairs=total)
+    note(request, repairs=total)
     log.info("transcript_repaired", repairs=dict(counts), messages=len(fixed))
 
 
@@ -104,7 +102,7 @@ async def relay_stream(request: web.Request, provider: str, stream: Stream, firs
         log.info("client_disconnected", provider=provider, chunks_sent=chunks)
     finally:
         await stream.aclose()
-    structlog.contextvars.bind_contextvars(chunks=chunks)
+    note(request, chunks=chunks)
     return response
 
 

@@ -27,6 +27,14 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"
 
 
+LOG_FIELDS = "log_fields"  # request key: fields for the request's closing log line
+
+
+def note(request: web.Request, **fields: object) -> None:
+    """Add fields to the request's closing log line."""
+    request[LOG_FIELDS].update(fields)
+
+
 def request_id_for(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if given and _REQUEST_ID_OK.match(given):
@@ -39,8 +47,10 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
     """Request id, structlog context and one JSON line per request."""
     rid = request_id_for(request)
     request["request_id"] = rid
+    fields: dict = {}
+    request[LOG_FIELDS] = fields
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=rid)
+    structlog.contextvars.bind_contextvars(request_id=rid)  # every line logged inside the request
     start = time.perf_counter()
     status = 500
     try:
@@ -53,7 +63,7 @@ async def observe(request: web.Request, handler) -> web.StreamResponse:
     finally:
         latency_ms = round((time.perf_counter() - start) * 1000, 3)
         emit = log.debug if request.path in OPEN_PATHS else log.info
-        emit("request", method=request.method, path=request.path, status=status, latency_ms=latency_ms)
+        emit("request", method=request.method, path=request.path, status=status, latency_ms=latency_ms, **fields)
 
 
 REPAIRS_HEADER = "X-Gateway-Repairs"
@@ -78,7 +88,7 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except GatewayError as e:
         return error_response(e)
     except UpstreamPassthrough as e:
-        structlog.contextvars.bind_contextvars(provider=e.provider)
+        note(request, provider=e.provider)
         return web.Response(
             status=e.status, body=e.body, headers={"Content-Type": e.content_type, PROVIDER_HEADER: e.provider}
         )
@@ -129,5 +139,5 @@ async def auth(request: web.Request, handler) -> web.StreamResponse:
         raise Unauthorized("invalid or revoked API key")
     store.record_use(key.id)
     request["client"] = key.name
-    structlog.contextvars.bind_contextvars(client=key.name)
+    note(request, client=key.name)
     return await handler(request)

@@ -19,6 +19,9 @@ class RateLimits:
     reset_requests_day: float | None = None
 
 
+NO_LIMITS = RateLimits()
+
+
 def _int(headers: Mapping[str, str], name: str) -> int | None:
     raw = headers.get(name)
     if raw is None:
@@ -42,6 +45,11 @@ def _seconds(raw: str | None) -> float | None:
 
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:
     """Cerebras's ``x-ratelimit-*`` headers (also OpenAI's ``-requests``/``-tokens`` names)."""
+    # one pass over the response's headers into a plain dict, instead of a dozen
+    # case-insensitive lookups
+    headers = {k.lower(): v for k, v in headers.items() if k[:12].lower() == "x-ratelimit-"}
+    if not headers:
+        return NO_LIMITS
     return RateLimits(
         limit_tokens_minute=_int(headers, "x-ratelimit-limit-tokens-minute") or _int(headers, "x-ratelimit-limit-tokens"),
         remaining_tokens_minute=_first_int(

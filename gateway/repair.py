@@ -88,9 +88,39 @@ def _skip_dropped(messages: list[Message], owner_of: dict[int, int], k: int) -> 
     return k
 
 
+def is_valid(messages: list[Message]) -> bool:
+    """One tight pass: does every call get exactly its results, right after it, in call order,
+    with no stray tool message and no empty content beside calls? (Then nothing needs repair.)"""
+    i, n = 0, len(messages)
+    while i < n:
+        m = messages[i]
+        role = m.get("role")
+        if role == "tool":
+            return False  # a result no call just before it claimed
+        if role == "assistant":
+            calls = m.get("tool_calls")
+            if isinstance(calls, list):
+                if not calls:
+                    return False
+                content = m.get("content")
+                if content is not None and _is_empty_content(content):
+                    return False
+                ids = [cid for c in calls if (cid := _call_id(c)) is not None]
+                if len(set(ids)) != len(ids):
+                    return False
+                for cid in ids:
+                    i += 1
+                    if i >= n or messages[i].get("role") != "tool" or messages[i].get("tool_call_id") != cid:
+                        return False
+        i += 1
+    return True
+
+
 def repair_messages(messages: list[Message]) -> tuple[list[Message] | None, Counter]:
     """``(repaired, counts)``; ``repaired`` is None when the transcript was already valid."""
     counts: Counter = Counter()
+    if is_valid(messages):
+        return None, counts
     # pass 1: which tool message answers which assistant message's call
     owner_of: dict[int, int] = {}  # tool message index -> assistant message index
     results: dict[int, dict[str, int]] = {}  # assistant index -> call id -> tool message index

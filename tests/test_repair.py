@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.repair import MISSING_RESULT, repair_messages
+from gateway.repair import MISSING_RESULT, is_valid, repair_messages
 
 
 def user(text="do it"):
@@ -147,3 +147,17 @@ def test_2000_valid_messages_are_unchanged():
         messages += [user(f"s{t}"), asst(call(f"c{t}"), call(f"d{t}")), tool(f"c{t}"), tool(f"d{t}")]
     repaired, counts = repair_messages(messages[:1997])
     assert repaired is None and not counts
+
+
+@pytest.mark.parametrize("messages, expected", [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
+def test_fast_validity_check_agrees_with_full_repair(messages, expected):
+    import gateway.repair as repair
+
+    assert is_valid(messages) is (expected is None)
+    # the full algorithm alone reaches the same verdict
+    original = repair.is_valid
+    repair.is_valid = lambda _: False
+    try:
+        assert repair.repair_messages(messages)[0] == expected
+    finally:
+        repair.is_valid = original
