@@ -51,7 +51,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     served = await router.open_stream(req)
     _note_served(request, served)
     stream, first = served.result  # type: ignore[misc]
-    return await relay_stream(request, served.upstream.name, stream, first)
+    return await relay_stream(request, served, stream, first)
 
 
 def repair_transcript(request: web.Request, req: ChatRequest) -> None:
@@ -66,8 +66,9 @@ def repair_transcript(request: web.Request, req: ChatRequest) -> None:
     log.info("transcript_repaired", repairs=dict(counts), messages=len(fixed))
 
 
-async def relay_stream(request: web.Request, provider: str, stream: Stream, first: bytes) -> web.StreamResponse:
+async def relay_stream(request: web.Request, served: Served, stream: Stream, first: bytes) -> web.StreamResponse:
     """Write each upstream event to the client as it arrives; always end with ``data: [DONE]``."""
+    provider = served.upstream.name
     response = web.StreamResponse(
         status=200,
         headers={
@@ -91,6 +92,7 @@ async def relay_stream(request: web.Request, provider: str, stream: Stream, firs
             await response.write(DONE)
         await response.write_eof()
     except UpstreamError as e:
+        served.upstream.pool.penalize(served.key, e)  # a broken stream counts against its key
         log.error("stream_failed_midway", provider=provider, detail=e.message, chunks_sent=chunks)
         try:
             await response.write(error_event(f"upstream stream failed: {e.message}", code="upstream_stream_error"))

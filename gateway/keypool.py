@@ -129,8 +129,12 @@ class KeyPool:
 
     def failed(self, lease: Lease, err: UpstreamError) -> bool:
         """Apply what a failure says about this key. True if the key changed state (cooled/disabled)."""
-        key = lease.key
         self.release(lease)
+        return self.penalize(lease.key, err)
+
+    def penalize(self, key: KeyState, err: UpstreamError) -> bool:
+        """What a failure says about a key, also after its lease was settled (a stream that broke
+        midway). True if the key changed state (cooled/disabled)."""
         if err.rate_limits is not None and err.rate_limits.remaining_tokens_minute is not None:
             key.limits = err.rate_limits
             key.limits_at = self.clock()
@@ -146,7 +150,7 @@ class KeyPool:
         if kind is Failure.PAYMENT:
             key.error_count += 1
             return self.cool(key, PAYMENT_REST, f"payment required ({err.status})")
-        if kind in (Failure.SERVER, Failure.TIMEOUT, Failure.CONNECTION, Failure.OVERLOADED):
+        if kind in (Failure.SERVER, Failure.TIMEOUT, Failure.CONNECTION, Failure.OVERLOADED, Failure.MIDSTREAM):
             key.error_count += 1
             key.consecutive_errors += 1
             extra = key.consecutive_errors - ERRORS_BEFORE_REST

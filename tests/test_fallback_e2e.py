@@ -229,6 +229,8 @@ async def test_midstream_failure_ends_with_error_event_and_done(chain, fake):
     assert error["error"]["code"] == "upstream_stream_error"
     assert events[-1] == b"data: [DONE]"
     assert chain.synthetic.received == []  # bytes were sent: no silent switch mid-answer
+    status = await (await client.get("/_status")).json()
+    assert status["keys"][0]["error_count"] == 1  # the broken stream counted against its key
 
 
 async def test_local_llama_serves_streamed_and_not(gateway, llama_server):

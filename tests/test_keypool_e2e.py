@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from tests import fakes
-from tests.conftest import CHAT, UPSTREAM_KEYS, eventually
+from tests.conftest import CHAT, UPSTREAM_KEYS
 
 K1, K2, K3 = UPSTREAM_KEYS["k1"], UPSTREAM_KEYS["k2"], UPSTREAM_KEYS["k3"]
 

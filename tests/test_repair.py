@@ -100,7 +100,7 @@ def test_repair_table(messages, expected, counts):
 
 
 def test_repair_is_idempotent():
-    for _, messages, expected, _ in CASES:
+    for _, _messages, expected, _ in CASES:
         if expected is not None:
             again, counts = repair_messages(expected)
             assert again is None and not counts

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Mapping, Protocol
+from typing import AsyncIterator, Protocol
 
 from ..ratelimits import RateLimits
 
@@ -71,7 +71,3 @@ class Provider(Protocol):
     async def chat_stream(self, body: bytes, secret: str) -> Stream:
         """Open a streamed chat request; raise UpstreamError if it fails before the first event."""
         ...
-
-
-def headers_lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
