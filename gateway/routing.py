@@ -7,7 +7,8 @@ order, moving on by the failure's kind:
 - the client's own 4xx: returned unchanged, nothing else tried;
 - context too long: the next provider;
 - rate limited: another key of the same provider; when all its keys rest, the next provider
-  (``FALLBACK_ON_COOLDOWN``, default) or a wait for the provider's first key back;
+  (``FALLBACK_ON_COOLDOWN``, default) or, for the primary upstream (Cerebras), a wait for its
+  first key back;
 - 5xx, 503, timeouts: one more key, then the next provider; connection failures: the next
   provider at once (its keys share a host).
 
@@ -204,7 +205,7 @@ class Router:
                     if attempts or notes:
                         log.info("served_after_fallback", provider=up.name, failures=len(attempts), skipped=notes)
                     return Served(result, up, lease.key, attempts)
-                if not self.fallback_on_cooldown and up.name not in done_with:
+                if not self.fallback_on_cooldown and up is self.upstreams[0] and up.name not in done_with:
                     resting = up.pool.next_ready_in(exclude=given_up[up.name])
                     if resting is not None and resting > 0:
                         reached = targets[: i + 1]  # wait for this provider rather than fall back

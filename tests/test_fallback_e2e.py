@@ -261,3 +261,13 @@ async def test_local_context_overflow_is_a_400_context_error(gateway, llama_serv
     body = await resp.json()
     assert body["error"]["code"] == "context_length_exceeded"
     assert "local/local: context_length" in body["error"]["message"]
+
+
+async def test_fallback_off_only_holds_requests_for_cerebras(chain, fake):
+    """FALLBACK_ON_COOLDOWN is about the Cerebras keys: a resting fallback still passes the request on."""
+    fake.default = fakes.error(503, SERVER_503)
+    chain.synthetic.default = fakes.error(429, {"error": {"message": "slow down", "type": "rate_limit"}},
+                                          {"retry-after": "30"})
+    client = await chain({"FALLBACK_ON_COOLDOWN": "false", "MAX_KEY_WAIT": "5"})
+    resp = await post(client)
+    assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "zai"
