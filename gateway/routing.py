@@ -9,8 +9,8 @@ order, moving on by the failure's kind:
 - rate limited: another key of the same provider; when all its keys rest, the next provider
   (``FALLBACK_ON_COOLDOWN``, default) or, for the primary upstream (Cerebras), a wait for its
   first key back;
-- 5xx, 503, timeouts: one more key, then the next provider; connection failures: the next
-  provider at once (its keys share a host).
+- 5xx, 503: one more key, then the next provider; timeouts and connection failures: the next
+  provider at once (its keys share a host), or one more key when no provider follows.
 
 When nothing can serve now but a resting key will, the request waits (holding no lock) up to
 ``MAX_KEY_WAIT`` and walks again. The final error's status follows the failures collected.
@@ -43,9 +43,11 @@ log = structlog.get_logger("gateway.routing")
 R = TypeVar("R")
 
 MIN_ROUND_WAIT = 0.1  # seconds between two passes over the same upstreams
-# 5xx/503/timeouts: try this many keys of a provider, then the next provider. A connection
-# failure moves on at once: every key of a provider shares its host.
+# 5xx/503: try this many keys of a provider, then the next provider. A timeout or a connection
+# failure moves on at once when another provider follows (every key shares the provider's host,
+# and a second timeout would double the client's wait); with no other provider, one more key.
 KEYS_TRIED_ON_ERROR = 2
+PROVIDER_WIDE = frozenset({Failure.TIMEOUT, Failure.CONNECTION})
 KEY_FAULTS = frozenset({Failure.AUTH, Failure.PAYMENT})  # this key's problem, not the provider's
 
 
@@ -194,7 +196,8 @@ class Router:
                         if e.kind in KEY_FAULTS:
                             continue
                         provider_errors[up.name] = provider_errors.get(up.name, 0) + 1
-                        if e.kind is Failure.CONNECTION or provider_errors[up.name] >= KEYS_TRIED_ON_ERROR:
+                        moves_on = e.kind in PROVIDER_WIDE and up is not targets[-1]
+                        if moves_on or provider_errors[up.name] >= KEYS_TRIED_ON_ERROR:
                             done_with.add(up.name)  # provider-wide trouble: do not stall on it
                             break
                         continue

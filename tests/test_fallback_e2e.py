@@ -93,17 +93,20 @@ async def test_503_falls_back(chain, fake):
     assert len(fake.received) == 2  # one more key, then the next provider
 
 
-async def test_timeout_falls_back(chain, fake):
+async def test_timeout_falls_back_at_once(chain, fake):
     fake.default = fakes.hang()
     client = await chain({"UPSTREAM_READ_TIMEOUT": "0.3"})
     resp = await post(client)
     assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "synthetic"
+    assert len(fake.received) == 1  # no second timeout on another Cerebras key first
 
 
-async def test_connection_failure_falls_back(chain, unused_tcp_port):
+async def test_connection_failure_falls_back_at_once(chain, unused_tcp_port):
     client = await chain({"CEREBRAS_BASE_URL": f"http://127.0.0.1:{unused_tcp_port}/v1"})
     resp = await post(client)
     assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "synthetic"
+    status = await (await client.get("/_status")).json()
+    assert [k["error_count"] for k in status["keys"]] == [1, 0, 0]  # one key tried, not all
 
 
 async def test_all_keys_cooling_falls_back_when_allowed(chain, fake):
