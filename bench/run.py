@@ -203,7 +203,9 @@ def main() -> int:
             for c in (1, 10, 100):
                 count = (n_stream if stream else n)[c]
                 d = load(direct, "", c, count, stream)
+                fcpu0 = cpu_seconds(bare.pid)
                 f = load(floor, "", c, count, stream)
+                floor_cpu = cpu_seconds(bare.pid) - fcpu0
                 cpu0 = cpu_seconds(gateway.pid)
                 t = load(through, key, c, count, stream)
                 cpu = cpu_seconds(gateway.pid) - cpu0
@@ -216,6 +218,7 @@ def main() -> int:
                     "through": t,
                     "floor_added_p50_ms": round(f["p50_ms"] - d["p50_ms"], 3),
                     "floor_ratio": round(f["rps"] / d["rps"], 3) if d["rps"] else None,
+                    "floor_cpu_s_per_1k": round(floor_cpu / max(1, f["ok"]) * 1000, 3),
                     "added_p50_ms": round(t["p50_ms"] - d["p50_ms"], 3),
                     "added_p99_ms": round(t["p99_ms"] - d["p99_ms"], 3),
                     "throughput_ratio": round(t["rps"] / d["rps"], 3) if d["rps"] else None,
@@ -271,7 +274,7 @@ def main() -> int:
 
     head = (f"{'mode':6} {'conc':>4} | {'direct rps':>10} {'p50':>6} {'p99':>6} | {'through rps':>11} {'p50':>6} "
             f"{'p99':>6} | {'+p50':>6} {'+p99':>6} {'ratio':>5} | {'cpu s/1k':>8} {'+chunk p50/p99':>15} | "
-            f"{'floor +p50':>10} {'ratio':>5}")
+            f"{'floor +p50':>10} {'ratio':>5} {'cpu s/1k':>8}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -280,7 +283,8 @@ def main() -> int:
         print(f"{r['mode']:6} {r['concurrency']:>4} | {d['rps']:>10} {fmt(d['p50_ms']):>6} {fmt(d['p99_ms']):>6} | "
               f"{t['rps']:>11} {fmt(t['p50_ms']):>6} {fmt(t['p99_ms']):>6} | {fmt(r['added_p50_ms'], 3):>6} "
               f"{fmt(r['added_p99_ms'], 3):>6} {fmt(r['throughput_ratio']):>5} | {fmt(r['gateway_cpu_s_per_1k'], 3):>8} "
-              f"{chunk:>15} | {fmt(r['floor_added_p50_ms'], 3):>10} {fmt(r['floor_ratio']):>5}")
+              f"{chunk:>15} | {fmt(r['floor_added_p50_ms'], 3):>10} {fmt(r['floor_ratio']):>5} "
+              f"{fmt(r['floor_cpu_s_per_1k'], 3):>8}")
     s = result["streams_500"]
     print(f"\n500 concurrent streams: {s['ok']}/{s['requests']} ok, errors {s['errors'] or 0}, "
           f"gateway RSS {s['rss_before_mb']} -> {s['rss_after_mb']} MB")

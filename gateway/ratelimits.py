@@ -22,8 +22,7 @@ class RateLimits:
 NO_LIMITS = RateLimits()
 
 
-def _int(headers: Mapping[str, str], name: str) -> int | None:
-    raw = headers.get(name)
+def _int(raw: str | None) -> int | None:
     if raw is None:
         return None
     try:
@@ -45,31 +44,21 @@ def _seconds(raw: str | None) -> float | None:
 
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:
     """Cerebras's ``x-ratelimit-*`` headers (also OpenAI's ``-requests``/``-tokens`` names)."""
-    # one pass over the response's headers into a plain dict, instead of a dozen
-    # case-insensitive lookups
-    headers = {k.lower(): v for k, v in headers.items() if k[:12].lower() == "x-ratelimit-"}
-    if not headers:
+    get = headers.get
+    remaining = get("x-ratelimit-remaining-tokens-minute") or get("x-ratelimit-remaining-tokens")
+    reset = get("x-ratelimit-reset-tokens-minute") or get("x-ratelimit-reset-tokens")
+    day_remaining = get("x-ratelimit-remaining-requests-day")
+    day_reset = get("x-ratelimit-reset-requests-day")
+    if remaining is None and reset is None and day_remaining is None and day_reset is None:
         return NO_LIMITS
     return RateLimits(
-        limit_tokens_minute=_int(headers, "x-ratelimit-limit-tokens-minute") or _int(headers, "x-ratelimit-limit-tokens"),
-        remaining_tokens_minute=_first_int(
-            headers, "x-ratelimit-remaining-tokens-minute", "x-ratelimit-remaining-tokens"
-        ),
-        reset_tokens_minute=_seconds(
-            headers.get("x-ratelimit-reset-tokens-minute") or headers.get("x-ratelimit-reset-tokens")
-        ),
-        limit_requests_day=_int(headers, "x-ratelimit-limit-requests-day"),
-        remaining_requests_day=_int(headers, "x-ratelimit-remaining-requests-day"),
-        reset_requests_day=_seconds(headers.get("x-ratelimit-reset-requests-day")),
+        limit_tokens_minute=_int(get("x-ratelimit-limit-tokens-minute") or get("x-ratelimit-limit-tokens")),
+        remaining_tokens_minute=_int(remaining),
+        reset_tokens_minute=_seconds(reset),
+        limit_requests_day=_int(get("x-ratelimit-limit-requests-day")),
+        remaining_requests_day=_int(day_remaining),
+        reset_requests_day=_seconds(day_reset),
     )
-
-
-def _first_int(headers: Mapping[str, str], *names: str) -> int | None:
-    for name in names:
-        value = _int(headers, name)
-        if value is not None:
-            return value
-    return None
 
 
 def retry_after(headers: Mapping[str, str], now_epoch: float | None = None) -> float | None:
