@@ -20,13 +20,18 @@ def main() -> int:
     except ConfigError as e:
         print(f"glm-gateway: configuration error: {e}", file=sys.stderr)
         return 2
-    writer = configure(
-        settings.log_level,
-        settings.log_dir,
-        settings.secrets(),
-        max_bytes=settings.log_file_max_bytes,
-        backups=settings.log_file_backups,
-    )
+    try:
+        writer = configure(
+            settings.log_level,
+            settings.log_dir,
+            settings.secrets(),
+            max_bytes=settings.log_file_max_bytes,
+            backups=settings.log_file_backups,
+        )
+    except OSError as e:
+        print(f"glm-gateway: configuration error: LOG_DIR: cannot write logs to {settings.log_dir}: {e}",
+              file=sys.stderr)
+        return 2
     try:
         import structlog
         from aiohttp import web
@@ -53,6 +58,12 @@ def main() -> int:
             access_log=None,  # one structured line per request comes from the gateway itself
             print=lambda *_: None,
         )
+    except ConfigError as e:  # a resource named by the configuration could not be opened
+        print(f"glm-gateway: configuration error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. the port is taken
+        print(f"glm-gateway: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 2
     finally:
         writer.stop()
     return 0

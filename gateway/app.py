@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections import Counter
 from typing import AsyncIterator, Callable
@@ -12,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from . import handlers, tokens
-from .config import Settings
+from .config import ConfigError, Settings
 from .keypool import KeyPool
 from .keystore import KeyStore
 from .middleware import auth, errors, observe, stamp_response
@@ -60,7 +61,10 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 async def _keystore(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = await KeyStore.open(settings.incoming_key_db)
+    try:
+        store = await KeyStore.open(settings.incoming_key_db)
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(f"INCOMING_KEY_DB: cannot open {settings.incoming_key_db}: {e}") from None
     app[KEYSTORE] = store
     task = asyncio.create_task(
         store.run_maintenance(settings.key_cache_refresh, settings.usage_flush_interval, log)

@@ -1,0 +1,82 @@
+"""The real entrypoint, as a process: it serves, and bad settings stop it with one clear line."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess:
+    full = {"PATH": os.environ["PATH"], "ENV_FILE": "/nonexistent.env", **env}
+    return subprocess.run([sys.executable, "proxy_server.py"], cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({"CEREBRAS_API_KEYS": "csk-x", "PORT": "eighty"}, "PORT"),
+        ({}, "CEREBRAS_API_KEYS"),
+        ({"CEREBRAS_API_KEYS": "csk-x", "LOG_DIR": "/proc/no-logs-here"}, "LOG_DIR"),
+        ({"CEREBRAS_API_KEYS": "csk-x", "LOG_DIR": "", "INCOMING_KEY_DB": "/proc/keys.db"}, "INCOMING_KEY_DB"),
+    ],
+)
+def test_bad_settings_stop_with_one_line(env, names):
+    result = run(env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("glm-gateway: configuration error: ")
+    assert names in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run({"CEREBRAS_API_KEYS": "csk-x", "LOG_DIR": "", "PORT": str(port),
+                      "INCOMING_KEY_DB": str(tmp_path / "k.db")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_serves_and_stops_cleanly(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PATH": os.environ["PATH"], "ENV_FILE": "/nonexistent.env", "CEREBRAS_API_KEYS": "csk-secret-entry",
+           "PORT": str(port), "INCOMING_KEY_DB": str(tmp_path / "k.db"), "LOG_DIR": str(tmp_path / "logs")}
+    proc = subprocess.Popen([sys.executable, "proxy_server.py"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"gateway did not start: {proc.stderr.read()}")
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert '"event":"starting"' in out
+    log_text = (tmp_path / "logs" / "gateway.log").read_text()
+    assert '"event":"starting"' in log_text  # flushed to the file before exit
+    assert "csk-secret-entry" not in out + err + log_text
+    assert (tmp_path / "k.db").exists()
