@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections import Counter
@@ -84,7 +85,12 @@ def _router(clock: Callable[[], float]):
         upstreams = [
             Upstream(
                 name=p.name,
-                provider=OpenAICompatible(p, app[HTTP], settings.timeouts, ERROR_MAPPERS[p.dialect]),
+                provider=OpenAICompatible(
+                    p,
+                    app[HTTP],
+                    dataclasses.replace(settings.timeouts, read=p.read_timeout or settings.timeouts.read),
+                    ERROR_MAPPERS[p.dialect],
+                ),
                 pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
                 max_prompt_tokens=p.max_prompt_tokens if len(settings.providers) > 1 else None,
             )

@@ -18,6 +18,7 @@ CEREBRAS = "cerebras"
 SYNTHETIC = "synthetic"
 ZAI = "zai"
 LOCAL = "local"
+LOCAL_READ_TIMEOUT = 600.0
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,7 @@ class ProviderConfig:
     cooldown: float = 60.0
     max_prompt_tokens: int | None = None  # larger prompts skip this provider
     dialect: str = "openai"  # which error mapper reads its answers
+    read_timeout: float | None = None  # longest silence from it; None: UPSTREAM_READ_TIMEOUT
 
     def model_for(self, requested: object) -> str:
         """The model name this provider gets for a client's requested model."""
@@ -105,10 +107,13 @@ class Settings:
         )
         threshold = r.integer("TOKEN_THRESHOLD", 120_000, minimum=1)
         fallback_cooldown = r.number("FALLBACK_COOLDOWN", 30.0, minimum=0.0)
+        read = timeouts.read
         candidates = (
-            _cerebras(r, threshold),
-            _fallback(r, SYNTHETIC, "https://api.synthetic.new/openai/v1", "hf:zai-org/GLM-4.7", fallback_cooldown),
-            _fallback(r, ZAI, "https://api.z.ai/api/coding/paas/v4", "glm-4.7", fallback_cooldown, dialect="zai"),
+            _cerebras(r, threshold, read),
+            _fallback(r, SYNTHETIC, "https://api.synthetic.new/openai/v1", "hf:zai-org/GLM-4.7", fallback_cooldown,
+                      read),
+            _fallback(r, ZAI, "https://api.z.ai/api/coding/paas/v4", "glm-4.7", fallback_cooldown, read,
+                      dialect="zai"),
             _local(r, fallback_cooldown),
         )
         providers = tuple(p for p in candidates if p is not None)
@@ -141,7 +146,7 @@ class Settings:
         return settings
 
 
-def _cerebras(r: "_Reader", threshold: int) -> ProviderConfig | None:
+def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConfig | None:
     keys = parse_keys("CEREBRAS_API_KEYS", r.text("CEREBRAS_API_KEYS", ""))
     single = r.text("CEREBRAS_API_KEY", "")
     if not keys and single:
@@ -151,6 +156,7 @@ def _cerebras(r: "_Reader", threshold: int) -> ProviderConfig | None:
     extra = r.text("CEREBRAS_MODELS", "")
     cap = r.integer("CEREBRAS_MAX_COMPLETION_TOKENS", 16384, minimum=1)
     cooldown = r.number("CEREBRAS_COOLDOWN", 60.0, minimum=0.0)
+    read = r.number("CEREBRAS_READ_TIMEOUT", read_timeout, minimum=0.1)
     if not keys:
         return None
     return ProviderConfig(
@@ -162,20 +168,23 @@ def _cerebras(r: "_Reader", threshold: int) -> ProviderConfig | None:
         max_completion_tokens=cap,
         cooldown=cooldown,
         max_prompt_tokens=threshold,
+        read_timeout=read,
     )
 
 
 def _fallback(
-    r: "_Reader", name: str, base_url: str, model: str, cooldown: float, dialect: str = "openai"
+    r: "_Reader", name: str, base_url: str, model: str, cooldown: float, read_timeout: float, dialect: str = "openai"
 ) -> ProviderConfig | None:
     """Synthetic / Z.ai: ``{NAME}_API_KEY`` (one key, a list or a JSON object), base URL, model."""
     prefix = name.upper()
     keys = parse_keys(f"{prefix}_API_KEY", r.text(f"{prefix}_API_KEY", ""))
     url = r.url(f"{prefix}_BASE_URL", base_url)
     model = r.text(f"{prefix}_MODEL", model) or model
+    read = r.number(f"{prefix}_READ_TIMEOUT", read_timeout, minimum=0.1)
     if not keys:
         return None
-    return ProviderConfig(name=name, base_url=url, keys=keys, model=model, cooldown=cooldown, dialect=dialect)
+    return ProviderConfig(name=name, base_url=url, keys=keys, model=model, cooldown=cooldown, dialect=dialect,
+                          read_timeout=read)
 
 
 def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:
@@ -185,7 +194,9 @@ def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:
     url = r.url("LOCAL_BASE_URL", "")
     model = r.text("LOCAL_MODEL", "glm-local") or "glm-local"
     key = UpstreamKey("local", Secret(r.text("LOCAL_API_KEY", "")))
-    return ProviderConfig(name=LOCAL, base_url=url, keys=(key,), model=model, cooldown=cooldown)
+    # a CPU llama.cpp may be silent for minutes while it reads a long prompt
+    read = r.number("LOCAL_READ_TIMEOUT", LOCAL_READ_TIMEOUT, minimum=0.1)
+    return ProviderConfig(name=LOCAL, base_url=url, keys=(key,), model=model, cooldown=cooldown, read_timeout=read)
 
 
 def parse_keys(var: str, raw: str) -> tuple[UpstreamKey, ...]:

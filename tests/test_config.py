@@ -96,3 +96,10 @@ def test_model_passthrough():
 
 def test_empty_log_dir_means_stdout_only():
     assert Settings.from_env({**BASE, "LOG_DIR": ""}).log_dir is None
+
+
+def test_read_timeouts_per_provider():
+    s = Settings.from_env({**BASE, "UPSTREAM_READ_TIMEOUT": "90", "ZAI_API_KEY": "z", "ZAI_READ_TIMEOUT": "300",
+                           "SYNTHETIC_API_KEY": "s", "LOCAL_BASE_URL": "http://127.0.0.1:8080/v1"})
+    timeouts = {p.name: p.read_timeout for p in s.providers}
+    assert timeouts == {"cerebras": 90.0, "synthetic": 90.0, "zai": 300.0, "local": 600.0}

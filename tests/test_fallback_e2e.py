@@ -274,3 +274,22 @@ async def test_fallback_off_only_holds_requests_for_cerebras(chain, fake):
     client = await chain({"FALLBACK_ON_COOLDOWN": "false", "MAX_KEY_WAIT": "5"})
     resp = await post(client)
     assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "zai"
+
+
+async def test_read_timeouts_are_per_provider(chain, fake):
+    """The general read timeout (0.4 s) is shorter than Synthetic's reply (0.6 s): Synthetic serves
+    only because its own SYNTHETIC_READ_TIMEOUT is honoured (else Z.ai would)."""
+
+    async def slow_ok(request, body):
+        import asyncio as aio
+
+        await aio.sleep(0.6)
+        return await fakes.ok("slow but fine")(request, body)
+
+    fake.default = fakes.hang()
+    chain.synthetic.default = slow_ok
+    client = await chain({"UPSTREAM_READ_TIMEOUT": "0.4", "SYNTHETIC_READ_TIMEOUT": "5"})
+    resp = await post(client)
+    assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "synthetic"
+    assert (await resp.json())["choices"][0]["message"]["content"] == "slow but fine"
+    assert chain.zai.received == []
