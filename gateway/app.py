@@ -92,18 +92,19 @@ def _router(clock: Callable[[], float]):
                     ERROR_MAPPERS[p.dialect],
                 ),
                 pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
-                max_prompt_tokens=p.max_prompt_tokens if len(settings.providers) > 1 else None,
+                max_prompt_tokens=p.max_prompt_tokens,
             )
             for p in settings.providers
         ]
-        if any(up.max_prompt_tokens for up in upstreams):
-            await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
-        app[ROUTER] = Router(
+        router = Router(
             upstreams,
             max_key_wait=settings.max_key_wait,
             fallback_on_cooldown=settings.fallback_on_cooldown,
             clock=clock,
         )
+        if router.needs_estimates:
+            await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
+        app[ROUTER] = router
         yield
 
     return ctx

@@ -122,9 +122,7 @@ class KeyPool:
     def succeeded(self, lease: Lease, limits: RateLimits | None) -> None:
         key = lease.key
         key.consecutive_errors = 0
-        if limits is not None and (limits.remaining_tokens_minute is not None or limits.remaining_requests_day is not None):
-            key.limits = limits
-            key.limits_at = self.clock()
+        self._observe(key, limits)
         self.release(lease)
 
     def failed(self, lease: Lease, err: UpstreamError) -> bool:
@@ -135,9 +133,7 @@ class KeyPool:
     def penalize(self, key: KeyState, err: UpstreamError) -> bool:
         """What a failure says about a key, also after its lease was settled (a stream that broke
         midway). True if the key changed state (cooled/disabled)."""
-        if err.rate_limits is not None and err.rate_limits.remaining_tokens_minute is not None:
-            key.limits = err.rate_limits
-            key.limits_at = self.clock()
+        self._observe(key, err.rate_limits)
         kind = err.kind
         if kind is Failure.RATE_LIMITED:
             seconds = err.cooldown if err.cooldown is not None else self.default_cooldown
@@ -159,6 +155,12 @@ class KeyPool:
                 return self.cool(key, rest, f"{key.consecutive_errors} errors in a row ({kind.value})")
             return False
         return False  # CLIENT / CONTEXT_LENGTH: not the key's fault
+
+    def _observe(self, key: KeyState, limits: RateLimits | None) -> None:
+        """Keep what a response reported of the key's budget, if it reported any."""
+        if limits is not None and (limits.remaining_tokens_minute is not None or limits.remaining_requests_day is not None):
+            key.limits = limits
+            key.limits_at = self.clock()
 
     def release(self, lease: Lease) -> None:
         if lease.done:

@@ -12,7 +12,6 @@ batch every ``USAGE_FLUSH_INTERVAL`` seconds and at shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 import time
@@ -230,12 +229,3 @@ class KeyStore:
 def _shown(ref: str) -> str:
     """What of a user-typed reference may be echoed: never a whole key."""
     return ref[:SHOWN_PREFIX_LEN] + "…" if ref.startswith(KEY_PREFIX) else ref
-
-
-@contextlib.asynccontextmanager
-async def opened(path: Path | str):
-    store = await KeyStore.open(path)
-    try:
-        yield store
-    finally:
-        await store.close()

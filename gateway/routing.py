@@ -112,8 +112,14 @@ class Router:
         self.fallback_on_cooldown = fallback_on_cooldown
         self.clock = clock
         self.sleep = sleep
+        # with a single upstream there is nowhere else to send a big prompt: never estimate
         limits = [up.max_prompt_tokens for up in self.upstreams if up.max_prompt_tokens is not None]
-        self._smallest_limit = min(limits) if limits else None
+        self._smallest_limit = min(limits) if limits and len(self.upstreams) > 1 else None
+
+    @property
+    def needs_estimates(self) -> bool:
+        """Whether some request may need its prompt size estimated (so: load the tokenizer)."""
+        return self._smallest_limit is not None
 
     async def prompt_tokens(self, req: ChatRequest) -> int | None:
         """The prompt estimate, computed only when the byte size cannot settle routing; big
