@@ -5,16 +5,17 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
+import ssl
 import time
 from collections import Counter
 from typing import AsyncIterator, Callable
 
-import aiohttp
 import structlog
 from aiohttp import web
 
 from . import handlers, tokens
 from .config import ConfigError, Settings
+from .httpclient import HTTPClient
 from .keypool import KeyPool
 from .keystore import KeyStore
 from .middleware import auth, errors, observe, stamp_response
@@ -28,7 +29,13 @@ log = structlog.get_logger("gateway.app")
 ERROR_MAPPERS = {"openai": openai.map_error, "zai": zai.map_error}
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    http_client: Callable[[], HTTPClient] | None = None,
+) -> web.Application:
+    """``http_client`` builds the upstream client (tests aim it at local TLS servers)."""
     app = web.Application(
         middlewares=[observe, errors, auth],
         client_max_size=settings.max_request_bytes,
@@ -36,7 +43,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app[SETTINGS] = settings
     app[REPAIRS] = Counter()
     app.on_response_prepare.append(stamp_response)
-    app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
     app.cleanup_ctx.append(_router(clock))
@@ -49,15 +56,22 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     return app
 
 
-async def _http_session(app: web.Application) -> AsyncIterator[None]:
-    """One pooled ClientSession for every upstream call of the app's life."""
-    connector = aiohttp.TCPConnector(limit=1000, limit_per_host=500, ttl_dns_cache=300, keepalive_timeout=60)
-    # no cookie jar: one shared jar would carry an upstream's Set-Cookie to other clients' requests
-    async with aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False
-    ) as session:
-        app[HTTP] = session
-        yield
+def _default_client() -> HTTPClient:
+    return HTTPClient(ssl_context=ssl.create_default_context())
+
+
+def _http_client(make: Callable[[], HTTPClient]):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """One pooled client for every upstream call of the app's life. It keeps no cookies:
+        a shared jar would carry one upstream answer's Set-Cookie into other clients' requests."""
+        client = make()
+        app[HTTP] = client
+        try:
+            yield
+        finally:
+            await client.close()
+
+    return ctx
 
 
 async def _keystore(app: web.Application) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ class Received:
     body: dict
     raw: bytes
     headers: dict[str, str]
+    path: str = ""
 
 
 def completion(content: str = "hello", model: str = "zai-glm-4.7") -> dict[str, Any]:
@@ -128,7 +129,7 @@ class FakeUpstream:
         body = orjson.loads(raw)
         auth = request.headers.get("Authorization", "")
         key = auth[7:] if auth.startswith("Bearer ") else None
-        self.received.append(Received(key, body, raw, dict(request.headers)))
+        self.received.append(Received(key, body, raw, dict(request.headers), request.path))
         queue = self.scripts.get(key) or []
         reply = queue.pop(0) if queue else self.default
         try:

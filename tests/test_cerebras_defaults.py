@@ -1,27 +1,69 @@
-"""The real Cerebras endpoint is off this machine: aioresponses stands in for it (and only it),
-to prove the default configuration calls the right URL with the right credentials."""
+"""The real Cerebras endpoint is off this machine. A local TLS server holding a certificate for
+api.cerebras.ai (from a test CA) stands in for it; the gateway's client dials it in place of the
+real address. So the default configuration is proven end to end: the https URL, SNI, certificate
+checking, the path, the bearer credential and the rate-limit headers read back."""
 from __future__ import annotations
 
-from aioresponses import aioresponses
+import ssl
+
+import trustme
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.httpclient import HTTPClient
 from tests.conftest import CHAT
+from tests.fakes import FakeUpstream, ok
 
 
-async def test_default_base_url_and_auth(aiohttp_client, tmp_path, log_dir):
+def _tls_pair(host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host).configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+def _client(client_ctx: ssl.SSLContext, port: int) -> HTTPClient:
+    def resolve(host: str, p: int) -> tuple[str, int]:
+        assert (host, p) == ("api.cerebras.ai", 443)
+        return "127.0.0.1", port
+
+    return HTTPClient(ssl_context=client_ctx, resolve=resolve)
+
+
+async def test_default_base_url_and_auth(aiohttp_client, aiohttp_server, log_dir):
+    server_ctx, client_ctx = _tls_pair("api.cerebras.ai")
+    fake = FakeUpstream()
+    fake.default = ok(headers={"x-ratelimit-remaining-tokens-minute": "12345"})
+    server = await aiohttp_server(fake.app(), ssl=server_ctx)
     settings = Settings.from_env({"CEREBRAS_API_KEYS": '{"main": "csk-default-test"}',
                                   "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir)})
-    client = await aiohttp_client(create_app(settings))
-    with aioresponses(passthrough=[str(client.make_url(""))]) as mocked:
-        mocked.post("https://api.cerebras.ai/v1/chat/completions",
-                    payload={"id": "x", "object": "chat.completion", "choices": []},
-                    headers={"x-ratelimit-remaining-tokens-minute": "12345"})
-        resp = await client.post("/v1/chat/completions", json=CHAT)
-        assert resp.status == 200
-        ((method, url), calls), = mocked.requests.items()
-        assert (method, str(url)) == ("POST", "https://api.cerebras.ai/v1/chat/completions")
-        sent = calls[0].kwargs
-        assert sent["headers"]["Authorization"] == "Bearer csk-default-test"
-        status = await (await client.get("/_status")).json()
-        assert status["keys"][0]["remaining_tokens_minute"] == 12345
+    client = await aiohttp_client(create_app(settings, http_client=lambda: _client(client_ctx, server.port)))
+
+    resp = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert resp.status == 200, await resp.text()
+    (got,) = fake.received
+    assert got.path == "/v1/chat/completions"
+    assert got.headers["Host"] == "api.cerebras.ai"
+    assert got.headers["Authorization"] == "Bearer csk-default-test"
+    status = await (await client.get("/_status")).json()
+    assert status["keys"][0]["remaining_tokens_minute"] == 12345
+
+
+async def test_an_untrusted_certificate_is_refused(aiohttp_client, aiohttp_server, log_dir):
+    server_ctx, _ = _tls_pair("api.cerebras.ai")
+    _, other_trust = _tls_pair("api.cerebras.ai")  # trusts a different CA
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app(), ssl=server_ctx)
+    settings = Settings.from_env({"CEREBRAS_API_KEYS": '{"main": "csk-default-test"}',
+                                  "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir)})
+    client = await aiohttp_client(create_app(settings, http_client=lambda: _client(other_trust, server.port)))
+
+    resp = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert resp.status == 502
+    body = await resp.json()
+    assert "TLS" in body["error"]["message"] and "csk-default-test" not in await resp.text()
+    assert fake.received == []

@@ -5,20 +5,20 @@ Pure parts (``build_request``, ``map_error``) are module functions tested withou
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, AsyncIterator, Callable, Mapping
 
-import aiohttp
 import orjson
-import yarl
 
+from .. import __version__
 from ..chat import ChatRequest
 from ..config import ProviderConfig, Timeouts
+from ..httpclient import Endpoint, HTTPClient, HTTPError, Response, Timeout, encode_headers
 from ..ratelimits import parse_rate_limits, rate_limit_cooldown
 from ..sse import SSESplitter
 from .base import Completion, Failure, Stream, UpstreamError
 
+USER_AGENT = f"glm-gateway/{__version__}"
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error", "context_window_exceeded"})
 _CONTEXT_PHRASES = ("context length", "context window", "maximum context", "context size", "too many tokens in")
 
@@ -104,101 +104,111 @@ def map_error(
 
 
 class OpenAICompatible:
-    """One OpenAI-compatible upstream, over the app's shared ClientSession."""
+    """One OpenAI-compatible upstream, over the app's shared HTTP client."""
 
     def __init__(
         self,
         cfg: ProviderConfig,
-        session: aiohttp.ClientSession,
+        client: HTTPClient,
         timeouts: Timeouts,
         error_mapper: Callable[..., UpstreamError] = map_error,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self._session = session
-        self._url = yarl.URL(cfg.chat_url)  # parsed once, not per request
+        self._client = client
+        self._endpoint = Endpoint.parse(cfg.chat_url)  # parsed once, not per request
         self._map_error = error_mapper
-        self._header_cache: dict[tuple[str, bool], dict[str, str]] = {}
-        self._timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.read)
+        self._timeouts = timeouts
+        self._head_cache: dict[tuple[str, bool], bytes] = {}
 
-    def _headers(self, secret: str, stream: bool) -> dict[str, str]:
+    def _head(self, secret: str, stream: bool) -> bytes:
         try:
-            return self._header_cache[(secret, stream)]
+            return self._head_cache[(secret, stream)]
         except KeyError:
             pass
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if stream:  # compression would make the upstream buffer events
-            headers.update({"Accept": "text/event-stream", "Accept-Encoding": "identity"})
+        headers = {
+            "Content-Type": "application/json",
+            # compression would make the upstream buffer events, and costs CPU on a loopback/LAN hop
+            "Accept-Encoding": "identity",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "User-Agent": USER_AGENT,
+        }
         if secret:
             headers["Authorization"] = f"Bearer {secret}"
-        self._header_cache[(secret, stream)] = headers
-        return headers
+        head = self._head_cache[(secret, stream)] = encode_headers(headers)
+        return head
 
-    def _error(self, resp: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
+    async def _post(self, body: bytes, secret: str, stream: bool) -> Response:
+        t = self._timeouts
+        try:
+            return await self._client.request(
+                self._endpoint,
+                self._head(secret, stream),
+                body,
+                connect_timeout=t.connect,
+                read_timeout=t.read,
+                total_timeout=None if stream else t.total,
+            )
+        except Timeout as e:
+            raise UpstreamError(Failure.TIMEOUT, f"timed out: {e}") from None
+        except HTTPError as e:
+            raise UpstreamError(Failure.CONNECTION, f"connection failed: {e}") from None
+
+    def _error(self, resp: Response, body: bytes) -> UpstreamError:
         return self._map_error(
             resp.status,
             resp.headers,
             body,
             default_cooldown=self.cfg.cooldown,
-            content_type=resp.headers.get("Content-Type"),
+            content_type=resp.headers.get("content-type"),
         )
 
     async def chat(self, req: ChatRequest, secret: str) -> Completion:
-        body = build_request(self.cfg, req)
+        resp = await self._post(build_request(self.cfg, req), secret, False)
         try:
-            async with self._session.post(
-                self._url, data=body, headers=self._headers(secret, False), timeout=self._timeout
-            ) as resp:
-                data = await resp.read()
-                if resp.status >= 300:
-                    raise self._error(resp, data)
-                return Completion(
-                    status=resp.status,
-                    body=data,
-                    content_type=resp.headers.get("Content-Type", "application/json"),
-                    rate_limits=parse_rate_limits(resp.headers),
-                )
-        except asyncio.TimeoutError:
-            raise UpstreamError(Failure.TIMEOUT, "timed out") from None
-        except aiohttp.ClientError as e:
-            raise UpstreamError(Failure.CONNECTION, f"connection failed: {type(e).__name__}") from None
+            data = await resp.read()
+        except Timeout as e:
+            raise UpstreamError(Failure.TIMEOUT, f"timed out: {e}") from None
+        except HTTPError as e:
+            raise UpstreamError(Failure.CONNECTION, f"connection failed: {e}") from None
+        finally:
+            resp.close()
+        if resp.status >= 300:
+            raise self._error(resp, data)
+        return Completion(
+            status=resp.status,
+            body=data,
+            content_type=resp.headers.get("content-type", "application/json"),
+            rate_limits=parse_rate_limits(resp.headers),
+        )
 
     async def chat_stream(self, req: ChatRequest, secret: str) -> Stream:
-        body = build_request(self.cfg, req)
-        try:
-            resp = await self._session.post(
-                self._url, data=body, headers=self._headers(secret, True), timeout=self._stream_timeout
-            )
-        except asyncio.TimeoutError:
-            raise UpstreamError(Failure.TIMEOUT, "timed out") from None
-        except aiohttp.ClientError as e:
-            raise UpstreamError(Failure.CONNECTION, f"connection failed: {type(e).__name__}") from None
+        resp = await self._post(build_request(self.cfg, req), secret, True)
         if resp.status >= 300:
             try:
                 data = await resp.read()
-            except (asyncio.TimeoutError, aiohttp.ClientError):
+            except HTTPError:
                 data = b""
             finally:
-                resp.release()
+                resp.close()
             raise self._error(resp, data)
         return Stream(events=_relay_events(resp), rate_limits=parse_rate_limits(resp.headers))
 
 
-async def _relay_events(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _relay_events(resp: Response) -> AsyncIterator[bytes]:
     """Whole SSE events as they arrive, joined per network read. Closes the upstream when done."""
     splitter = SSESplitter()
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp:
             events = splitter.feed(chunk)
             if events:
                 yield b"".join(events) if len(events) > 1 else events[0]
         tail = splitter.tail()
         if tail.strip():
             yield tail + b"\n\n"
-    except asyncio.TimeoutError:
+    except Timeout:
         raise UpstreamError(Failure.MIDSTREAM, "upstream stream stalled (read timeout)") from None
-    except aiohttp.ClientError as e:
-        raise UpstreamError(Failure.MIDSTREAM, f"upstream stream broke: {type(e).__name__}") from None
+    except HTTPError as e:
+        raise UpstreamError(Failure.MIDSTREAM, f"upstream stream broke: {e}") from None
     finally:
         resp.close()
