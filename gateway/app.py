@@ -18,7 +18,7 @@ from .config import ConfigError, Settings
 from .httpclient import HTTPClient
 from .keypool import KeyPool
 from .keystore import KeyStore
-from .middleware import auth, errors, observe, stamp_response
+from .middleware import gateway
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
@@ -37,12 +37,11 @@ def create_app(
 ) -> web.Application:
     """``http_client`` builds the upstream client (tests aim it at local TLS servers)."""
     app = web.Application(
-        middlewares=[observe, errors, auth],
+        middlewares=[gateway],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
     app[REPAIRS] = Counter()
-    app.on_response_prepare.append(stamp_response)
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .chat import ChatRequest, parse_chat_request
 from .errors import PayloadTooLarge
-from .middleware import PROVIDER_HEADER, note
+from .middleware import PROVIDER_HEADER, note, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
@@ -78,6 +78,7 @@ async def relay_stream(request: web.Request, served: Served, stream: Stream, fir
             PROVIDER_HEADER: provider,
         },
     )
+    stamp_response(request, response)
     chunks = 1
     saw_done = first.endswith(DONE)
     try:

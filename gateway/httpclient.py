@@ -46,21 +46,6 @@ class ProtocolError(HTTPError):
     pass
 
 
-class Headers(dict):
-    """Response headers: lower-cased names, repeated ones joined with ", "; lookups ignore case."""
-
-    __slots__ = ()
-
-    def get(self, name: str, default=None):  # type: ignore[override]
-        return dict.get(self, name.lower(), default)
-
-    def __getitem__(self, name: str) -> str:
-        return dict.__getitem__(self, name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and dict.__contains__(self, name.lower())
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """A URL parsed once: where to connect, and the request line and Host header to send."""
@@ -127,7 +112,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.fields: list[tuple[bytes, bytes]] = []
         self.status = 0
-        self.headers: Headers | None = None
+        self.headers: dict[str, str] | None = None
         self.headers_ready = False
         self.complete = False
         self.until_close = False
@@ -199,13 +184,13 @@ class _Connection(asyncio.Protocol):
             self.informational = True
             self.fields = []
             return
-        headers = Headers()
+        headers: dict[str, str] = {}
         for raw_name, raw_value in self.fields:
             name = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
-            old = dict.get(headers, name)
-            dict.__setitem__(headers, name, value if old is None else f"{old}, {value}")
-        encoding = dict.get(headers, "content-encoding", "identity").strip().lower()
+            old = headers.get(name)
+            headers[name] = value if old is None else f"{old}, {value}"
+        encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in _DECODED:
             self.decoder = zlib.decompressobj(_DECODED[encoding])
         elif encoding not in ("identity", ""):
@@ -322,7 +307,7 @@ class Response:
 
     def __init__(self, client: "HTTPClient", conn: _Connection, read_timeout: float, deadline: float | None) -> None:
         self.status: int = conn.status
-        self.headers: Headers = conn.headers  # type: ignore[assignment]
+        self.headers: dict[str, str] = conn.headers  # type: ignore[assignment]  # lower-case names
         self._client = client
         self._conn = conn
         self._read_timeout = read_timeout

@@ -167,18 +167,15 @@ async def test_bytes_arriving_one_at_a_time(raw_server, client):
 
     server = await raw_server(trickle)
     status, headers, body = await post(client, server)
-    assert (status, headers["X-A"], body) == (200, "1", b"hello world")
+    assert (status, headers["x-a"], body) == (200, "1", b"hello world")
 
 
-async def test_headers_are_case_insensitive_and_repeats_join(raw_server, client):
+async def test_header_names_are_lower_cased_and_repeats_join(raw_server, client):
     server = await raw_server(reply(
         b"HTTP/1.1 200 OK\r\nX-RateLimit-Remaining-Tokens-Minute: 9\r\nVia: a\r\nvia: b\r\nContent-Length: 0\r\n\r\n"
     ))
     _, headers, _ = await post(client, server)
-    assert headers.get("x-ratelimit-remaining-tokens-minute") == "9"
-    assert headers["X-RATELIMIT-REMAINING-TOKENS-MINUTE"] == "9"
-    assert "VIA" in headers and headers["via"] == "a, b"
-    assert headers.get("absent") is None
+    assert headers == {"x-ratelimit-remaining-tokens-minute": "9", "via": "a, b", "content-length": "0"}
 
 
 async def test_request_head_and_body_are_sent_as_given(raw_server, client):

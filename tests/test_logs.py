@@ -78,3 +78,52 @@ def test_exceptions_are_rendered_without_secrets():
     record = json.loads(lines[0])
     assert "RuntimeError" in record["exception"]
     assert "csk-secret-value" not in lines[0]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.data = ""
+
+    def write(self, data: str) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def access_sink(monkeypatch):
+    """``access()`` pointed at an in-memory sink, at INFO, with one configured secret."""
+    import logging
+
+    from gateway import logs
+
+    sink = ListSink()
+    writer = logs.LineWriter([sink], gather=0)
+    monkeypatch.setattr(logs._Access, "writer", writer)
+    monkeypatch.setattr(logs._Access, "redactor", Redactor(["zai-secret-0001"]))
+    monkeypatch.setattr(logs._Access, "min_level", logging.INFO)
+    yield sink
+    writer.stop()
+
+
+@pytest.mark.parametrize("fields, level, expected", [
+    ({"request_id": "r1", "status": 200, "path": "/v1/chat/completions"}, "info",
+     {"request_id": "r1", "status": 200, "path": "/v1/chat/completions"}),
+    ({"model": "zai-secret-0001", "detail": "Bearer abc.def"}, "info", {"model": "****", "detail": "****"}),
+    ({"path": "/health"}, "debug", None),  # below the configured level
+])
+def test_access_lines_have_the_shape_of_every_other_line(access_sink, fields, level, expected):
+    import json
+    import re
+
+    from gateway import logs
+
+    logs.access("request", level, dict(fields))
+    logs._Access.writer.stop()
+    if expected is None:
+        assert access_sink.data == ""
+        return
+    line = json.loads(access_sink.data)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line.pop("timestamp"))
+    assert line == {**expected, "event": "request", "level": level}
