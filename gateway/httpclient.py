@@ -96,7 +96,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "loop", "key", "transport", "parser", "lost", "idle_since", "fields", "status", "headers",
         "headers_ready", "complete", "until_close", "got_bytes", "chunks", "buffered", "paused",
-        "error", "waiter", "decoder", "informational", "reusable",
+        "error", "waiter", "decoder", "informational", "reusable", "deadline", "timer",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, int, bool]) -> None:
@@ -106,10 +106,14 @@ class _Connection(asyncio.Protocol):
         self.parser = None
         self.lost = False
         self.idle_since = 0.0
+        self.deadline = 0.0  # when the current wait times out
+        self.timer: asyncio.TimerHandle | None = None
 
     def begin(self) -> None:
-        """Ready to read the answer to a new request."""
-        self.parser = httptools.HttpResponseParser(self)
+        """Ready to read the answer to a new request. The parser lives as long as the connection:
+        llhttp reads one answer after another on a kept-alive connection."""
+        if self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
         self.fields: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.headers: dict[str, str] | None = None
@@ -184,12 +188,15 @@ class _Connection(asyncio.Protocol):
             self.informational = True
             self.fields = []
             return
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in self.fields:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            old = headers.get(name)
-            headers[name] = value if old is None else f"{old}, {value}"
+        fields = self.fields
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in fields}
+        if len(headers) != len(fields):  # a repeated name: join its values, in order
+            headers = {}
+            for raw_name, raw_value in fields:
+                name = raw_name.decode("latin-1").lower()
+                value = raw_value.decode("latin-1")
+                old = headers.get(name)
+                headers[name] = value if old is None else f"{old}, {value}"
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in _DECODED:
             self.decoder = zlib.decompressobj(_DECODED[encoding])
@@ -259,14 +266,35 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def wait(self, deadline: float) -> None:
-        """Until the connection has news (bytes, end, error), or raise Timeout at ``deadline``."""
+        """Until the connection has news (bytes, end, error), or raise Timeout at ``deadline``.
+
+        One timer per connection, not one per wait: it is armed when none is, and when it fires
+        early (the deadline moved on since) it re-arms itself for the current deadline."""
         waiter = self.waiter = self.loop.create_future()
-        timer = self.loop.call_at(deadline, _expire, waiter)
+        self.deadline = deadline
+        if self.timer is None or deadline < self.timer.when():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
         try:
             await waiter
         finally:
-            timer.cancel()
             self.waiter = None
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits; the next wait arms a timer again
+        if self.loop.time() >= self.deadline:
+            waiter.set_exception(Timeout("the upstream did not answer in time"))
+        else:
+            self.timer = self.loop.call_at(self.deadline, self._check_deadline)
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def take(self) -> bytes:
         chunks = self.chunks
@@ -290,13 +318,9 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.reusable = False
+        self.stop_timer()
         if self.transport is not None:
             self.transport.abort()
-
-
-def _expire(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_exception(Timeout("the upstream did not answer in time"))
 
 
 class Response:
@@ -338,6 +362,11 @@ class Response:
                 raise
 
     async def read(self) -> bytes:
+        conn = self._conn
+        if conn.complete and conn.error is None and self._open:  # the body came with the head
+            data = conn.take() if conn.chunks else b""
+            self.close()
+            return data
         parts = [chunk async for chunk in self]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -390,7 +419,7 @@ class HTTPClient:
             raise ConnectError("the HTTP client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + total_timeout if total_timeout is not None else None
-        head = b"%s%sContent-Length: %d\r\n\r\n" % (endpoint.head, header_lines, len(body))
+        length = str(len(body)).encode()
         for attempt in (1, 2):
             conn = self._pooled(endpoint.key, loop.time())
             reused = conn is not None
@@ -399,10 +428,11 @@ class HTTPClient:
             conn.begin()
             self._busy.add(conn)
             try:
+                parts = (endpoint.head, header_lines, b"Content-Length: ", length, b"\r\n\r\n", body)
                 if len(body) <= _SPLIT_WRITE:
-                    conn.transport.write(head + body)  # type: ignore[union-attr]
-                else:
-                    conn.transport.writelines((head, body))  # type: ignore[union-attr]
+                    conn.transport.write(b"".join(parts))  # type: ignore[union-attr]
+                else:  # no copy of a big body
+                    conn.transport.writelines(parts)  # type: ignore[union-attr]
                 while not conn.headers_ready:
                     if conn.error is not None:
                         raise conn.error
@@ -459,11 +489,10 @@ class HTTPClient:
         return None
 
     def _release(self, conn: _Connection) -> None:
-        self._busy.discard(conn)
+        self._busy.discard(conn)  # (its timer, if armed, finds no waiter and lapses)
         if self._closed or not conn.keep_alive():
             self._drop(conn)
             return
-        conn.parser = None
         now = conn.loop.time()
         conn.idle_since = now
         idle = self._idle.get(conn.key)

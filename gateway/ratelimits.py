@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 
-@dataclass(frozen=True)
-class RateLimits:
-    """What one response said about the key's budget; None where a header was absent/bad."""
+class RateLimits(NamedTuple):
+    """What one response said about the key's budget; None where a header was absent/bad.
+    (A named tuple: read on every upstream answer, and cheaper to build than a frozen dataclass.)"""
 
     limit_tokens_minute: int | None = None
     remaining_tokens_minute: int | None = None

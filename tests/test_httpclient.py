@@ -351,6 +351,35 @@ async def test_silence_in_the_body_is_a_read_timeout(raw_server, client):
     await eventually(lambda: server.closed == 1)  # the stalled connection is dropped, not pooled
 
 
+async def test_steady_chunks_outlast_the_read_timeout_in_total(raw_server, client):
+    async def steady(reader, writer, n):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):  # 0.8 s in all, never more than 0.1 s of silence
+            await asyncio.sleep(0.1)
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+
+    server = await raw_server(steady)
+    status, _, body = await post(client, server, read_timeout=0.3)
+    assert (status, body) == (200, b"x" * 8)
+
+
+async def test_a_reused_connection_still_times_out(raw_server, client):
+    async def second_stalls(reader, writer, n):
+        if n == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        else:
+            await reader.read(1)
+
+    server = await raw_server(second_stalls)
+    await post(client, server, read_timeout=0.2)
+    with pytest.raises(Timeout):
+        await post(client, server, read_timeout=0.2)
+    assert server.connections == 1
+
+
 async def test_a_trickle_cannot_outlast_the_total_timeout(raw_server, client):
     async def trickle(reader, writer, n):
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
