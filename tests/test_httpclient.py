@@ -114,6 +114,15 @@ def held_until(gate: asyncio.Event) -> Handler:
     return handler
 
 
+async def answers_once_then_stalls(reader, writer, n):
+    """The first request on a connection is answered; later ones wait until the client hangs up."""
+    if n == 1:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+    else:
+        await reader.read(1)
+
+
 def ep(server: RawServer, path: str = "/v1/chat/completions") -> Endpoint:
     return Endpoint.parse(f"http://127.0.0.1:{server.port}{path}")
 
@@ -366,14 +375,7 @@ async def test_steady_chunks_outlast_the_read_timeout_in_total(raw_server, clien
 
 
 async def test_a_reused_connection_still_times_out(raw_server, client):
-    async def second_stalls(reader, writer, n):
-        if n == 1:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-        else:
-            await reader.read(1)
-
-    server = await raw_server(second_stalls)
+    server = await raw_server(answers_once_then_stalls)
     await post(client, server, read_timeout=0.2)
     with pytest.raises(Timeout):
         await post(client, server, read_timeout=0.2)
@@ -455,14 +457,7 @@ async def test_closing_an_unread_answer_drops_the_connection_and_a_read_one_keep
 
 
 async def test_closing_the_client_closes_idle_and_busy_connections(raw_server):
-    async def by_path(reader, writer, n):
-        if n == 1:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-        else:
-            await reader.read(1)
-
-    idle_server = await raw_server(by_path)
+    idle_server = await raw_server(answers_once_then_stalls)
     busy_server = await raw_server(lambda r, w, n: r.read(1))
     client = HTTPClient()
     await post(client, idle_server)
