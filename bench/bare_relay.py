@@ -1,35 +1,48 @@
 #!/usr/bin/env python3
-"""The floor: a bare aiohttp relay (no auth, logging, parsing or routing), same loop and
-client session settings as the gateway. Run beside the gateway so the bench can tell the
-framework's cost from the gateway's own."""
+"""The floor: a bare relay built from the gateway's own parts (aiohttp's server, the gateway's
+upstream client, uvloop) and nothing else: no auth, logging, parsing or routing. Run beside the
+gateway so the bench can tell the cost of the parts from the cost of the gateway's own work."""
 from __future__ import annotations
 
 import argparse
 
-import aiohttp
+import sys
+from pathlib import Path
+
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gateway.httpclient import Endpoint, HTTPClient  # noqa: E402
+
+HEAD = b"Content-Type: application/json\r\n"
+CLIENT = web.AppKey("client", HTTPClient)
 
 
 def make_app(upstream: str) -> web.Application:
-    async def session_ctx(app: web.Application):
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)) as s:
-            app["s"] = s
-            yield
+    endpoint = Endpoint.parse(upstream)
+
+    async def client_ctx(app: web.Application):
+        app[CLIENT] = HTTPClient()
+        yield
+        await app[CLIENT].close()
 
     async def relay(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        async with request.app["s"].post(upstream, data=body, headers={"Content-Type": "application/json"}) as up:
+        up = await request.app[CLIENT].request(endpoint, HEAD, body, connect_timeout=10, read_timeout=120)
+        try:
             if b'"stream":true' not in body:
                 return web.Response(body=await up.read(), status=up.status, content_type="application/json")
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
-            async for chunk in up.content.iter_any():
+            async for chunk in up:
                 await resp.write(chunk)
             await resp.write_eof()
             return resp
+        finally:
+            up.close()
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.cleanup_ctx.append(session_ctx)
+    app.cleanup_ctx.append(client_ctx)
     app.router.add_post("/v1/chat/completions", relay)
     return app
 

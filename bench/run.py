@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark the gateway side by side with its upstream, in one run on one machine.
 
-Starts four kinds of process: a fake upstream, a bare aiohttp relay (the floor), the gateway (``proxy_server.py``, client auth on,
+Starts four kinds of process: a fake upstream, a bare relay (the floor), the gateway (``proxy_server.py``, client auth on,
 three Cerebras keys, a fallback configured, JSON logs to a file), and a load generator per
 scenario. Each scenario runs directly against the upstream and through the gateway, back to back,
 so the figures that matter are ratios and differences from the same run:
 
 - requests/s and p50/p99 latency, direct and through; added latency per percentile;
 - the gateway's CPU seconds per 1,000 requests and its peak RSS;
-- the floor: the same scenario through a bare aiohttp relay (bench/bare_relay.py: no auth, logs or
+- the floor: the same scenario through a bare relay (bench/bare_relay.py: aiohttp server and the gateway's client; no auth, logs or
   routing), which tells the framework's cost from the gateway's own;
 - for streams, each chunk's delivery delay (upstream send stamp -> client arrival), direct and through.
 

@@ -31,6 +31,20 @@ class ChatRequest:
         return orjson.dumps(self.payload) if self.modified else self.raw
 
 
+def _reject_message(messages: list) -> None:
+    """Name the first malformed message (the slow path of the check in parse_chat_request)."""
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object", param=f"messages[{i}]", code="invalid_messages")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}, got {role!r}",
+                param=f"messages[{i}].role",
+                code="invalid_messages",
+            )
+
+
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Check that ``raw`` is a chat completion request; raise InvalidRequest (400) if not."""
     if not raw.strip():
@@ -44,16 +58,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages", code="invalid_messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"messages[{i}] must be an object", param=f"messages[{i}]", code="invalid_messages")
-        role = message.get("role")
-        if role not in _ROLES:
-            raise InvalidRequest(
-                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}, got {role!r}",
-                param=f"messages[{i}].role",
-                code="invalid_messages",
-            )
+    for message in messages:
+        if message.__class__ is not dict or (role := message.get("role")).__class__ is not str or role not in _ROLES:
+            _reject_message(messages)
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidRequest("'model' must be a string", param="model", code="invalid_model")

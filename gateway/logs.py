@@ -5,6 +5,7 @@ processor removes upstream secrets, client keys and bearer tokens from every val
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -29,11 +30,17 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
+    def suspects(self, value: str) -> bool:
+        """Whether ``scrub`` could change ``value`` (cheaper than scrubbing)."""
+        low = value.lower()
+        return "sk-" in low or "bearer" in low or any(s in value for s in self.secrets)
+
     def scrub(self, value: str) -> str:
         for s in self.secrets:
             if s in value:
                 value = value.replace(s, REDACTED)
-        if "sk-" in value or "earer" in value or "csk-" in value:
+        low = value.lower()
+        if "sk-" in low or "bearer" in low:  # the patterns ignore case
             value = _PATTERNS.sub(REDACTED, value)
         return value
 
@@ -155,6 +162,17 @@ class WriterLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+def add_request_id(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Every line logged while a request is handled carries its id (set by the middleware)."""
+    rid = REQUEST_ID.get()
+    if rid is not None:
+        event.setdefault("request_id", rid)
+    return event
+
+
 class _Access:
     """What ``access()`` writes to; set by ``configure()``."""
 
@@ -190,10 +208,12 @@ def access(event: str, level: str, fields: dict[str, Any]) -> None:
         return
     if _LEVELS[level] < _Access.min_level:
         return
-    scrub = _Access.redactor.scrub
-    for k, v in fields.items():
-        if v.__class__ is str:
-            fields[k] = scrub(v)
+    redactor = _Access.redactor
+    texts = [v for v in fields.values() if v.__class__ is str]
+    if texts and redactor.suspects("\0".join(texts)):  # one look at all values; scrub only then
+        for k, v in fields.items():
+            if v.__class__ is str:
+                fields[k] = redactor.scrub(v)
     fields["event"] = event
     fields["level"] = level
     fields["timestamp"] = _timestamp()
@@ -224,7 +244,7 @@ def configure(level: str = "INFO", log_dir: Path | None = None, secrets: Iterabl
 
 def processors(secrets: Iterable[str] = ()) -> list:
     return [
-        structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

@@ -9,7 +9,6 @@ import time
 
 import structlog
 from aiohttp import web
-from structlog.contextvars import bind_contextvars
 
 from .errors import (
     GatewayError,
@@ -20,7 +19,7 @@ from .errors import (
     UpstreamPassthrough,
     error_response,
 )
-from .logs import access
+from .logs import REQUEST_ID, access
 from .state import KEYSTORE, SETTINGS
 
 log = structlog.get_logger("gateway.http")
@@ -60,7 +59,7 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
     request["request_id"] = rid
     fields: dict = {}
     request[LOG_FIELDS] = fields
-    bind_contextvars(request_id=rid)  # every line logged inside the request carries it
+    REQUEST_ID.set(rid)  # every line logged inside the request carries it (a task's own context)
     start = time.perf_counter()
     status = 500
     try:

@@ -21,24 +21,33 @@ class RateLimits(NamedTuple):
 NO_LIMITS = RateLimits()
 
 
+_INF = float("inf")
+
+
 def _int(raw: str | None) -> int | None:
     if raw is None:
         return None
     try:
-        return int(float(raw))
+        return int(raw)  # the usual shape, and the cheapest
     except ValueError:
+        pass
+    try:
+        return int(float(raw))
+    except (ValueError, OverflowError):
         return None
 
 
 def _seconds(raw: str | None) -> float | None:
     if raw is None:
         return None
-    raw = raw.strip().rstrip("s")
     try:
-        value = float(raw)
+        value = float(raw)  # (float() already ignores surrounding spaces)
     except ValueError:
-        return None
-    return value if value >= 0 and value == value and value != float("inf") else None
+        try:
+            value = float(raw.strip().rstrip("s"))  # "12.5s"
+        except ValueError:
+            return None
+    return value if 0 <= value < _INF else None  # (NaN fails both comparisons)
 
 
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:

@@ -10,6 +10,8 @@ from gateway.logs import Redactor
         ("Authorization: Bearer abc.def-ghi", "abc.def-ghi"),
         ("client key sk-glm-AbCdEf_12345-xyz", "sk-glm-AbCdEf_12345-xyz"),
         ("configured secret my-zai-key-0001 used", "my-zai-key-0001"),
+        ("upper case CSK-ABCDEF123456", "CSK-ABCDEF123456"),
+        ("AUTHORIZATION: BEARER abc.def-ghi", "abc.def-ghi"),
     ],
 )
 def test_redactor_scrubs(value, leaked):
@@ -111,6 +113,8 @@ def access_sink(monkeypatch):
     ({"request_id": "r1", "status": 200, "path": "/v1/chat/completions"}, "info",
      {"request_id": "r1", "status": 200, "path": "/v1/chat/completions"}),
     ({"model": "zai-secret-0001", "detail": "Bearer abc.def"}, "info", {"model": "****", "detail": "****"}),
+    ({"path": "/v1/x", "client": "alice", "model": "SK-GLM-ABCDEF123"}, "info",
+     {"path": "/v1/x", "client": "alice", "model": "****"}),  # one suspect value: only it changes
     ({"path": "/health"}, "debug", None),  # below the configured level
 ])
 def test_access_lines_have_the_shape_of_every_other_line(access_sink, fields, level, expected):

@@ -26,6 +26,20 @@ def test_missing_or_bad_headers_are_none(headers):
     assert r.remaining_tokens_minute is None and r.reset_tokens_minute is None
 
 
+@pytest.mark.parametrize("remaining, reset, expected", [
+    ("58000", "11.38", (58000, 11.38)),
+    (" 58000 ", " 11.38 ", (58000, 11.38)),  # stray spaces
+    ("58000.0", "11.38s", (58000, 11.38)),  # float-shaped count, a unit on the seconds
+    ("1e3", "0", (1000, 0.0)),
+    ("inf", "inf", (None, None)),
+    ("nan", "nan", (None, None)),
+    ("", "-0.5", (None, None)),
+])
+def test_header_value_shapes(remaining, reset, expected):
+    r = parse_rate_limits({"x-ratelimit-remaining-tokens-minute": remaining, "x-ratelimit-reset-tokens-minute": reset})
+    assert (r.remaining_tokens_minute, r.reset_tokens_minute) == expected
+
+
 NOW = 1_700_000_000.0
 
 
