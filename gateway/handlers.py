@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .chat import ChatRequest, parse_chat_request
 from .errors import PayloadTooLarge
-from .middleware import PROVIDER_HEADER, note, stamp_response
+from .middleware import LOG_FIELDS, PROVIDER_HEADER, note, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
@@ -27,18 +27,26 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 def _note_served(request: web.Request, served: Served) -> None:
-    note(request, provider=served.upstream.name, upstream_key=served.key.name, attempts=len(served.attempts) + 1)
+    fields = request[LOG_FIELDS]
+    fields["provider"] = served.upstream.name
+    fields["upstream_key"] = served.key.name
+    fields["attempts"] = len(served.attempts) + 1
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    limit = request.app[SETTINGS].max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
+    app = request.app
+    settings = app[SETTINGS]
+    limit = settings.max_request_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:  # refused before reading it
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     req = parse_chat_request(await request.read())
-    note(request, stream=req.stream, model=req.model)
-    if request.app[SETTINGS].repair_tool_calls:
+    fields = request[LOG_FIELDS]
+    fields["stream"] = req.stream
+    fields["model"] = req.model
+    if settings.repair_tool_calls:
         repair_transcript(request, req)
-    router = request.app[ROUTER]
+    router = app[ROUTER]
     if not req.stream:
         served = await router.complete(req)
         _note_served(request, served)
@@ -60,7 +68,6 @@ def repair_transcript(request: web.Request, req: ChatRequest) -> None:
         return
     req.replace_messages(fixed)
     total = sum(counts.values())
-    request["repairs"] = total
     request.app[REPAIRS].update(counts)
     note(request, repairs=total)
     log.info("transcript_repaired", repairs=dict(counts), messages=len(fixed))
@@ -78,7 +85,7 @@ async def relay_stream(request: web.Request, served: Served, stream: Stream, fir
             PROVIDER_HEADER: provider,
         },
     )
-    stamp_response(request, response)
+    stamp_response(request[LOG_FIELDS], response)
     chunks = 1
     saw_done = first.endswith(DONE)
     try:

@@ -56,8 +56,7 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
     One middleware rather than three: each layer costs a coroutine frame on every request.
     """
     rid = request_id_for(request)
-    request["request_id"] = rid
-    fields: dict = {}
+    fields: dict = {"request_id": rid}  # the request's log line, filled in as it is served
     request[LOG_FIELDS] = fields
     REQUEST_ID.set(rid)  # every line logged inside the request carries it (a task's own context)
     start = time.perf_counter()
@@ -70,7 +69,7 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
         except Exception as e:
             response = error_for(request, e)
         if not response.prepared:  # a stream stamped itself before its first byte
-            stamp_response(request, response)
+            stamp_response(fields, response)
         status = response.status
         return response
     except asyncio.CancelledError:
@@ -79,24 +78,19 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
     finally:
         latency_ms = round((time.perf_counter() - start) * 1000, 3)
         path = request.path
-        access(
-            "request",
-            "debug" if path in OPEN_PATHS else "info",
-            {"request_id": rid, "method": request.method, "path": path, "status": status,
-             "latency_ms": latency_ms, **fields},
-        )
+        fields.update(method=request.method, path=path, status=status, latency_ms=latency_ms)
+        access("request", "debug" if path in OPEN_PATHS else "info", fields)
 
 
 REPAIRS_HEADER = "X-Gateway-Repairs"
 
 
-def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
+def stamp_response(fields: dict, response: web.StreamResponse) -> None:
     """Every response, streamed or not, carries its request id, and the number of transcript
-    repairs when the gateway changed the client's messages. Call before the response is prepared."""
-    rid = request.get("request_id")
-    if rid:
-        response.headers["X-Request-Id"] = rid
-    repairs = request.get("repairs")
+    repairs when the gateway changed the client's messages. Call before the response is prepared.
+    ``fields`` is the request's log line (``request[LOG_FIELDS]``)."""
+    response.headers["X-Request-Id"] = fields["request_id"]
+    repairs = fields.get("repairs")
     if repairs:
         response.headers[REPAIRS_HEADER] = str(repairs)
 
@@ -155,5 +149,4 @@ async def authenticate(request: web.Request) -> None:
     if key is None:
         raise Unauthorized("invalid or revoked API key")
     store.record_use(key.id)
-    request["client"] = key.name
-    note(request, client=key.name)
+    request[LOG_FIELDS]["client"] = key.name
