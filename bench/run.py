@@ -154,7 +154,7 @@ def main() -> int:
 
     n = {1: 2000, 10: 10000, 100: 10000}
     n_stream = {1: 300, 10: 1500, 100: 3000}
-    streams_500 = 5000
+    streams_500 = 10000
     if a.quick:
         n = {1: 50, 10: 200, 100: 300}
         n_stream = {1: 10, 10: 50, 100: 200}
@@ -233,18 +233,22 @@ def main() -> int:
                       f"through {t['rps']:>8} rps p50 {fmt(t['p50_ms'])} ms errors={t['errors'] or 0}",
                       file=sys.stderr)
 
-        # one wave of 500 first: it opens 500 client and 500 upstream connections (RSS grows once);
-        # then the rest. Flat memory means the rest adds nothing.
+        # rounds of streams at concurrency 500, RSS after each: the first rounds grow RSS once
+        # (1,000 connections, buffers, the allocator's arenas); flat memory means the later ones
+        # add nothing
         rss_before = rss_mb(gateway.pid)
-        first = load(through, key, 500, 500, True)
-        rss_warm = rss_mb(gateway.pid)
-        rest = load(through, key, 500, streams_500 - 500, True) if streams_500 > 500 else {"ok": 0, "errors": {}}
-        errors = dict(first["errors"])
-        for k, v in rest["errors"].items():
-            errors[k] = errors.get(k, 0) + v
-        streams = {"concurrency": 500, "requests": streams_500, "ok": first["ok"] + rest["ok"], "errors": errors,
-                   "rss_before_mb": rss_before, "rss_after_first_wave_mb": rss_warm,
-                   "rss_after_mb": rss_mb(gateway.pid), "p99_ms": rest.get("p99_ms", first["p99_ms"])}
+        per_round = 500 if a.quick else 1000
+        ok, errors, rss_rounds, p99 = 0, {}, [], None
+        for _ in range(max(1, streams_500 // per_round)):
+            r = load(through, key, 500, per_round, True)
+            ok += r["ok"]
+            for k, v in r["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+            rss_rounds.append(rss_mb(gateway.pid))
+            p99 = r["p99_ms"]
+        streams = {"concurrency": 500, "requests": max(1, streams_500 // per_round) * per_round, "ok": ok,
+                   "errors": errors, "rss_before_mb": rss_before, "rss_after_each_round_mb": rss_rounds,
+                   "rss_after_mb": rss_rounds[-1], "p99_ms": p99}
 
         soak = None
         if a.soak:
@@ -294,8 +298,8 @@ def main() -> int:
               f"{fmt(r['floor_cpu_s_per_1k'], 3):>8}")
     s = result["streams_500"]
     print(f"\n500 concurrent streams: {s['ok']}/{s['requests']} ok, errors {s['errors'] or 0}, "
-          f"gateway RSS {s['rss_before_mb']} -> {s['rss_after_first_wave_mb']} MB after the first 500 -> "
-          f"{s['rss_after_mb']} MB after all")
+          f"gateway RSS {s['rss_before_mb']} MB before, then after each round of "
+          f"{s['requests'] // len(s['rss_after_each_round_mb'])}: {s['rss_after_each_round_mb']} MB")
     if soak:
         print(f"soak: {soak['ok']}/{soak['requests']} ok at {soak['rps']} rps, RSS {soak['rss_start_mb']} -> "
               f"{soak['rss_end_mb']} MB, {soak['cpu_s_per_1k']} CPU s/1k")

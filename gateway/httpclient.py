@@ -96,7 +96,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "loop", "key", "transport", "parser", "lost", "idle_since", "fields", "status", "headers",
         "headers_ready", "complete", "until_close", "got_bytes", "chunks", "buffered", "paused",
-        "error", "waiter", "decoder", "informational", "reusable", "deadline", "timer",
+        "error", "waiter", "decoder", "informational", "reusable", "deadline", "timer", "__weakref__",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, int, bool]) -> None:
@@ -157,6 +157,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._ended(exc)
+        self.stop_timer()
 
     def _ended(self, exc: Exception | None) -> None:
         if self.parser is None or self.complete or self.error is not None:
@@ -316,6 +317,12 @@ class _Connection(asyncio.Protocol):
             and not self.transport.is_closing()  # type: ignore[union-attr]
         )
 
+    def close(self) -> None:
+        """Close an idle connection. Its timer goes too: a lapsing timer would keep the closed
+        connection and its buffers alive until it fired."""
+        self.stop_timer()
+        self.transport.close()  # type: ignore[union-attr]
+
     def abort(self) -> None:
         self.reusable = False
         self.stop_timer()
@@ -387,7 +394,7 @@ class HTTPClient:
         self,
         *,
         keepalive_timeout: float = 30.0,
-        max_idle_per_host: int = 256,
+        max_idle_per_host: int = 512,
         ssl_context: ssl.SSLContext | None = None,
         resolve: Callable[[str, int], tuple[str, int]] | None = None,
     ) -> None:
@@ -483,7 +490,7 @@ class HTTPClient:
             if conn.lost or conn.transport.is_closing():  # type: ignore[union-attr]
                 continue
             if now - conn.idle_since >= self.keepalive_timeout:
-                conn.transport.close()  # type: ignore[union-attr]
+                conn.close()
                 continue
             return conn
         return None
@@ -499,7 +506,7 @@ class HTTPClient:
         if idle is None:
             idle = self._idle[conn.key] = collections.deque()
         while idle and (now - idle[0].idle_since >= self.keepalive_timeout or len(idle) >= self.max_idle_per_host):
-            idle.popleft().transport.close()  # type: ignore[union-attr]
+            idle.popleft().close()
         idle.append(conn)
 
     def _drop(self, conn: _Connection) -> None:
@@ -513,7 +520,7 @@ class HTTPClient:
         self._closed = True
         for idle in self._idle.values():
             for conn in idle:
-                conn.transport.close()  # type: ignore[union-attr]
+                conn.close()
         self._idle.clear()
         for conn in list(self._busy):
             conn.abort()

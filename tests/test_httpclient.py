@@ -3,8 +3,10 @@ stale connections, timeouts, backpressure, cancellation, TLS."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import ssl
+import weakref
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -224,13 +226,22 @@ async def test_idle_connections_beyond_the_cap_are_closed(raw_server):
     gate = asyncio.Event()
     server = await raw_server(held_until(gate))
     client = HTTPClient(max_idle_per_host=2)
+    conns = []
+
+    async def request_and_keep_a_weakref():
+        resp = await client.request(ep(server), b"", b"{}", connect_timeout=2, read_timeout=60)
+        conns.append(weakref.ref(resp._conn))
+        assert await resp.read() == b"ok"
+
     try:
-        tasks = [asyncio.create_task(post(client, server)) for _ in range(4)]
+        tasks = [asyncio.create_task(request_and_keep_a_weakref()) for _ in range(4)]
         await eventually(lambda: len(server.requests) == 4)
         gate.set()
         await asyncio.gather(*tasks)
         assert client.idle_count(ep(server)) == 2
         await eventually(lambda: server.closed == 2)
+        # the closed ones are freed now, not when their read-timeout timer would have lapsed (60 s)
+        await eventually(lambda: gc.collect() is not None and sum(ref() is None for ref in conns) == 2)
     finally:
         await client.close()
 
