@@ -4,14 +4,13 @@ upstream client, uvloop) and nothing else: no auth, logging, parsing or routing.
 gateway so the bench can tell the cost of the parts from the cost of the gateway's own work."""
 from __future__ import annotations
 
-import argparse
-
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from relay_cli import relay_args  # noqa: E402  (bench/, beside this file)
 from gateway.httpclient import Endpoint, HTTPClient  # noqa: E402
 
 HEAD = b"Content-Type: application/json\r\n"
@@ -48,16 +47,7 @@ def make_app(upstream: str) -> web.Application:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--upstream", required=True)
-    a = ap.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    a = relay_args()
     web.run_app(make_app(a.upstream), host="127.0.0.1", port=a.port, access_log=None, print=None)
 
 

@@ -137,6 +137,30 @@ def token_estimate_timing() -> dict:
     }
 
 
+def ceiling(rounds: int, direct: str, floor: str, lean: str, through: str, key: str, out: str) -> int:
+    """json at concurrency 10, ``rounds`` times over, every target back to back; the ratio of each
+    target's median requests/s to the direct median (medians: this machine's speed drifts)."""
+    import statistics
+
+    targets = {"direct": (direct, ""), "floor (aiohttp server + gateway client)": (floor, ""),
+               "lean relay (no framework)": (lean, ""), "gateway": (through, key)}
+    rps: dict[str, list[float]] = {name: [] for name in targets}
+    for url, k in targets.values():
+        load(url, k, 10, 500, False)  # warm up
+    for _ in range(rounds):
+        for name, (url, k) in targets.items():
+            rps[name].append(load(url, k, 10, 10000, False)["rps"])
+    base = statistics.median(rps["direct"])
+    result = {}
+    for name, xs in rps.items():
+        result[name] = {"rps": xs, "median_rps": statistics.median(xs), "ratio": round(statistics.median(xs) / base, 3)}
+        print(f"{name:42s} median {statistics.median(xs):8.1f} rps  ratio {result[name]['ratio']:.3f}   runs {xs}")
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"ceiling-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def fmt(v, digits=2) -> str:
     if v is None:
         return "-"
@@ -149,6 +173,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke run with few requests")
     ap.add_argument("--soak", type=int, default=0, help="requests in the soak (0: no soak)")
+    ap.add_argument("--ceiling", type=int, default=0, metavar="N",
+                    help="only json at concurrency 10, N times over: direct, the floor, a relay with no "
+                         "framework (bench/lean_relay.py) and the gateway; prints the median ratios")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args()
 
@@ -197,6 +224,14 @@ def main() -> int:
         through = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         wait_http(f"http://127.0.0.1:{gw_port}/health", gateway)
         load(through, key, 10, 200, False)  # warm up the gateway's pools and caches
+        if a.ceiling:
+            lean_port = free_port()
+            lean = subprocess.Popen([sys.executable, str(ROOT / "bench" / "lean_relay.py"), "--port", str(lean_port),
+                                     "--upstream", direct])
+            procs.append(lean)
+            wait_http(f"http://127.0.0.1:{lean_port}/", lean)
+            return ceiling(a.ceiling, direct, floor, f"http://127.0.0.1:{lean_port}/v1/chat/completions",
+                           through, key, a.out)
 
         rows = []
         for stream in (False, True):
