@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import httptools
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
+MAX_HEAD_BYTES = 64 * 1024  # a response head (or trailer) larger than this is refused
+MAX_BODY_BYTES = 64 * 1024 * 1024  # the most read() collects: a whole answer held in memory
 _SPLIT_WRITE = 64 * 1024  # bodies above this are written after the head, not copied onto it
 _DECODED = {"gzip": 47, "x-gzip": 47, "deflate": 47}  # zlib wbits 32+15: gzip or zlib header
 
@@ -96,7 +98,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "loop", "key", "transport", "parser", "lost", "idle_since", "fields", "status", "headers",
         "headers_ready", "complete", "until_close", "got_bytes", "chunks", "buffered", "paused",
-        "error", "waiter", "decoder", "informational", "reusable", "deadline", "timer", "__weakref__",
+        "error", "waiter", "decoder", "informational", "reusable", "deadline", "timer", "head_bytes", "__weakref__",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[str, int, bool]) -> None:
@@ -115,6 +117,7 @@ class _Connection(asyncio.Protocol):
         if self.parser is None:
             self.parser = httptools.HttpResponseParser(self)
         self.fields: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
         self.status = 0
         self.headers: dict[str, str] | None = None
         self.headers_ready = False
@@ -179,6 +182,12 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.error is not None:
+            return
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self._fail(ProtocolError(f"the upstream's response headers are over {MAX_HEAD_BYTES} bytes"))
+            return
         self.fields.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -368,13 +377,20 @@ class Response:
                 self.close()
                 raise
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int = MAX_BODY_BYTES) -> bytes:
+        """The whole body; ProtocolError (and the connection dropped) past ``limit`` bytes."""
         conn = self._conn
         if conn.complete and conn.error is None and self._open:  # the body came with the head
             data = conn.take() if conn.chunks else b""
             self.close()
             return data
-        parts = [chunk async for chunk in self]
+        parts, size = [], 0
+        async for chunk in self:
+            size += len(chunk)
+            if size > limit:
+                self.close()
+                raise ProtocolError(f"the upstream's answer is over {limit} bytes")
+            parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:

@@ -340,6 +340,28 @@ async def test_answers_that_are_not_http_are_protocol_errors(raw_server, client,
     assert client.idle_count(ep(server)) == 0
 
 
+async def test_an_endless_head_is_refused(raw_server, client):
+    async def endless(reader, writer, n):
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):  # ~2.5 MB of headers, if nobody stopped it
+            writer.write(b"X-Filler-%06d: %s\r\n" % (i, b"y" * 8))
+            if i % 1000 == 0:
+                await writer.drain()
+
+    server = await raw_server(endless)
+    with pytest.raises(ProtocolError, match="headers are over"):
+        await post(client, server)
+
+
+async def test_an_answer_over_the_read_limit_is_refused(raw_server, client):
+    server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 5_000_000))
+    resp = await client.request(ep(server), b"", b"{}", connect_timeout=2, read_timeout=2)
+    with pytest.raises(ProtocolError, match="over 1000000 bytes"):
+        await resp.read(limit=1_000_000)
+    assert client.idle_count(ep(server)) == 0
+    assert (await post(client, server))[2] == b"x" * 5_000_000  # under the default limit: fine
+
+
 async def test_bytes_after_the_answer_make_the_connection_unusable(raw_server, client):
     server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"))
     assert (await post(client, server))[2] == b"ok"
