@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+from .httpclient import Endpoint
 from .secrets import Secret
 
 T = TypeVar("T")
@@ -150,7 +151,7 @@ def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConf
     keys = parse_keys("CEREBRAS_API_KEYS", r.text("CEREBRAS_API_KEYS", ""))
     single = r.text("CEREBRAS_API_KEY", "")
     if not keys and single:
-        keys = (UpstreamKey("key1", Secret(single)),)
+        keys = (UpstreamKey("key1", Secret(_checked("CEREBRAS_API_KEY", single))),)
     base_url = r.url("CEREBRAS_BASE_URL", "https://api.cerebras.ai/v1")
     model = r.text("CEREBRAS_MODEL", "zai-glm-4.7") or "zai-glm-4.7"
     extra = r.text("CEREBRAS_MODELS", "")
@@ -193,7 +194,8 @@ def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:
         return None
     url = r.url("LOCAL_BASE_URL", "")
     model = r.text("LOCAL_MODEL", "glm-local") or "glm-local"
-    key = UpstreamKey("local", Secret(r.text("LOCAL_API_KEY", "")))
+    local_key = r.text("LOCAL_API_KEY", "")
+    key = UpstreamKey("local", Secret(_checked("LOCAL_API_KEY", local_key) if local_key else ""))
     # a CPU llama.cpp may be silent for minutes while it reads a long prompt
     read = r.number("LOCAL_READ_TIMEOUT", LOCAL_READ_TIMEOUT, minimum=0.1)
     return ProviderConfig(name=LOCAL, base_url=url, keys=(key,), model=model, cooldown=cooldown, read_timeout=read)
@@ -215,6 +217,8 @@ def parse_keys(var: str, raw: str) -> tuple[UpstreamKey, ...]:
         for name, secret in obj.items():
             if not isinstance(secret, str) or not secret.strip():
                 raise ConfigError(f"{var}: the key named {name!r} must be a non-empty string")
+            if not _sendable(secret.strip()):
+                raise ConfigError(f"{var}: the key named {name!r} has spaces or control characters inside")
             if not str(name).strip():
                 raise ConfigError(f"{var}: every key needs a non-empty name")
             keys.append(UpstreamKey(str(name).strip(), Secret(secret.strip())))
@@ -222,7 +226,21 @@ def parse_keys(var: str, raw: str) -> tuple[UpstreamKey, ...]:
     secrets = [s.strip() for s in raw.split(",") if s.strip()]
     if len(set(secrets)) != len(secrets):
         raise ConfigError(f"{var} lists the same key twice")
+    for i, s in enumerate(secrets, 1):
+        if not _sendable(s):
+            raise ConfigError(f"{var}: key {i} has spaces or control characters inside")
     return tuple(UpstreamKey(f"key{i}", Secret(s)) for i, s in enumerate(secrets, 1))
+
+
+def _sendable(secret: str) -> bool:
+    """Whether a key can go in an Authorization header as it is: visible ASCII, no spaces."""
+    return secret.isascii() and secret.isprintable() and not any(c.isspace() for c in secret)
+
+
+def _checked(var: str, secret: str) -> str:
+    if not _sendable(secret):
+        raise ConfigError(f"{var} has spaces or control characters inside")
+    return secret
 
 
 class _Reader:
@@ -275,6 +293,10 @@ class _Reader:
         value = self.text(var, default) or default
         if not value.startswith(("http://", "https://")):
             raise ConfigError(f"{var} must be an http:// or https:// URL, got {value!r}")
+        try:
+            Endpoint.parse(value)  # what the upstream client will accept, checked now
+        except ValueError as e:
+            raise ConfigError(f"{var}: {e}") from None
         return value.rstrip("/")
 
 

@@ -61,14 +61,18 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str, method: str = "POST") -> "Endpoint":
         parts = urlsplit(url)
+        if parts.username or parts.password:  # (the URL is not echoed: it holds a secret)
+            raise ValueError("credentials in the URL are not supported; use the API key settings")
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"{url!r}: only http and https URLs are supported")
         if not parts.hostname:
             raise ValueError(f"{url!r}: no host")
-        if parts.username or parts.password:
-            raise ValueError(f"{url!r}: credentials in the URL are not supported; use the API key settings")
+        try:
+            explicit_port = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r}: the port is not a number from 0 to 65535") from None
         tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else 80)
+        port = explicit_port or (443 if tls else 80)
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
         if port != (443 if tls else 80):

@@ -54,6 +54,14 @@ def test_secrets_do_not_print():
         ({"CEREBRAS_API_KEYS": '{"a": 5}'}, "CEREBRAS_API_KEYS"),
         ({"CEREBRAS_API_KEYS": "k,k"}, "CEREBRAS_API_KEYS"),
         ({"CEREBRAS_BASE_URL": "api.cerebras.ai"}, "CEREBRAS_BASE_URL"),
+        ({"CEREBRAS_BASE_URL": "https://"}, "CEREBRAS_BASE_URL"),
+        ({"CEREBRAS_BASE_URL": "https://api.cerebras.ai:99999/v1"}, "CEREBRAS_BASE_URL"),
+        ({"SYNTHETIC_API_KEY": "syn-1", "SYNTHETIC_BASE_URL": "https://u:pw@api.synthetic.new/v1"},
+         "SYNTHETIC_BASE_URL"),
+        ({"CEREBRAS_API_KEYS": '{"a": "csk-one\\ninjected"}'}, "CEREBRAS_API_KEYS"),
+        ({"CEREBRAS_API_KEYS": "csk-one,csk two"}, "CEREBRAS_API_KEYS"),
+        ({"CEREBRAS_API_KEYS": "", "CEREBRAS_API_KEY": "csk-é"}, "CEREBRAS_API_KEY"),
+        ({"LOCAL_BASE_URL": "http://127.0.0.1:8080/v1", "LOCAL_API_KEY": "local key"}, "LOCAL_API_KEY"),
         ({"MAX_KEY_WAIT": "-1"}, "MAX_KEY_WAIT"),
         ({"MAX_KEY_WAIT": "nan"}, "MAX_KEY_WAIT"),
         ({"CEREBRAS_COOLDOWN": "soon"}, "CEREBRAS_COOLDOWN"),
@@ -67,6 +75,7 @@ def test_bad_values_name_the_variable(env, var):
     with pytest.raises(ConfigError) as e:
         Settings.from_env({**BASE, **env})
     assert str(e.value).startswith(var)
+    assert "pw@" not in str(e.value) and "injected" not in str(e.value)  # secrets are not echoed
 
 
 def test_no_upstream_is_an_error():
