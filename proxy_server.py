@@ -13,6 +13,25 @@ from gateway.config import ConfigError, Settings
 from gateway.logs import configure
 
 
+def raise_open_file_limit(wanted: int = 65536) -> int | None:
+    """Every stream holds two sockets (its client's and its upstream's), so 500 of them meet the
+    usual soft limit of 1,024 open files. Lift the soft limit toward the hard one; returns the new
+    soft limit, or None when nothing changed (or the platform has no such limit)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return None
+    return target
+
+
 def main() -> int:
     load_dotenv(os.environ.get("ENV_FILE", ".env"), override=False)
     try:
@@ -43,8 +62,10 @@ def main() -> int:
         except ImportError:
             pass
 
+        open_files = raise_open_file_limit()
         structlog.get_logger("gateway").info(
             "starting",
+            open_files_limit_raised_to=open_files,
             host=settings.host,
             port=settings.port,
             providers=[f"{p.name}({len(p.keys)} keys)" for p in settings.providers],

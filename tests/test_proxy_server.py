@@ -1,6 +1,7 @@
 """The real entrypoint, as a process: it serves, and bad settings stop it with one clear line."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -50,14 +51,16 @@ def test_port_in_use_is_one_line(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
-def test_serves_and_stops_cleanly(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path, **popen_kwargs):
+    """The real entrypoint as a process, until it answers /health; yields (process, env)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {"PATH": os.environ["PATH"], "ENV_FILE": "/nonexistent.env", "CEREBRAS_API_KEYS": "csk-secret-entry",
            "PORT": str(port), "INCOMING_KEY_DB": str(tmp_path / "k.db"), "LOG_DIR": str(tmp_path / "logs")}
     proc = subprocess.Popen([sys.executable, "proxy_server.py"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -69,14 +72,38 @@ def test_serves_and_stops_cleanly(tmp_path):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"gateway did not start: {proc.stderr.read()}")
                 time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        yield proc, env
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+
+
+def test_serves_and_stops_cleanly(tmp_path):
+    with serving(tmp_path) as (proc, env):
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert '"event":"starting"' in out
     log_text = (tmp_path / "logs" / "gateway.log").read_text()
     assert '"event":"starting"' in log_text  # flushed to the file before exit
     assert "csk-secret-entry" not in out + err + log_text
     assert (tmp_path / "k.db").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_low_open_file_limit_is_lifted_at_start(tmp_path):
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("the hard limit leaves nothing to lift")
+    expected = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+
+    def low_soft_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    with serving(tmp_path, preexec_fn=low_soft_limit) as (proc, _):
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
+        assert int(line.split()[3]) == expected  # the soft limit, lifted from 256
