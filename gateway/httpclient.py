@@ -452,6 +452,9 @@ class HTTPClient:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(loop, endpoint, connect_timeout)
+                if self._closed:  # closed while this connection was being made
+                    conn.abort()
+                    raise ConnectError("the HTTP client is closed")
             conn.begin()
             self._busy.add(conn)
             try:
@@ -469,7 +472,7 @@ class HTTPClient:
                     await conn.wait(wait_until)
             except Disconnected:
                 self._drop(conn)
-                if reused and not conn.got_bytes and attempt == 1:
+                if reused and not conn.got_bytes and attempt == 1 and not self._closed:
                     continue
                 raise
             except BaseException:

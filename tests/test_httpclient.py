@@ -504,6 +504,18 @@ async def test_closing_the_client_closes_idle_and_busy_connections(raw_server):
         await post(client, idle_server)
 
 
+async def test_closing_the_client_under_a_reused_connection_does_not_retry(raw_server):
+    server = await raw_server(answers_once_then_stalls)
+    client = HTTPClient()
+    await post(client, server)
+    task = asyncio.create_task(post(client, server))  # reuses the connection, gets no answer
+    await eventually(lambda: len(server.requests) == 2)
+    await client.close()
+    with pytest.raises(Disconnected):
+        await task
+    assert server.connections == 1  # no fresh connection for a retry
+
+
 # ---- TLS ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
