@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-import ssl
 import time
 from collections import Counter
 from typing import AsyncIterator, Callable
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from . import handlers, tokens
 from .config import ConfigError, Settings
-from .httpclient import HTTPClient
+from .httpclient import HTTPClient, default_tls_context
 from .keypool import KeyPool
 from .keystore import KeyStore
 from .middleware import gateway
@@ -56,7 +55,7 @@ def create_app(
 
 
 def _default_client() -> HTTPClient:
-    return HTTPClient(ssl_context=ssl.create_default_context())
+    return HTTPClient(ssl_context=default_tls_context())
 
 
 def _http_client(make: Callable[[], HTTPClient]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ssl
 import zlib
 from dataclasses import dataclass
@@ -55,8 +56,7 @@ class Endpoint:
     host: str
     port: int
     tls: bool
-    target: str
-    head: bytes  # b"POST <target> HTTP/1.1\r\nHost: <host>\r\n"
+    head: bytes  # b"POST <path?query> HTTP/1.1\r\nHost: <host>\r\n"
 
     @classmethod
     def parse(cls, url: str, method: str = "POST") -> "Endpoint":
@@ -79,11 +79,18 @@ class Endpoint:
             shown = f"{shown}:{port}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         head = f"{method} {target} HTTP/1.1\r\nHost: {shown}\r\n".encode("ascii")
-        return cls(host=host, port=port, tls=tls, target=target, head=head)
+        return cls(host=host, port=port, tls=tls, head=head)
 
     @property
     def key(self) -> tuple[str, int, bool]:
         return (self.host, self.port, self.tls)
+
+
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """The system's CAs (or SSL_CERT_FILE / SSL_CERT_DIR), loaded once a process: loading takes
+    tens of milliseconds, so the app calls this at start, not on a request."""
+    return ssl.create_default_context()
 
 
 def encode_headers(headers: dict[str, str]) -> bytes:
@@ -485,9 +492,7 @@ class HTTPClient:
         host, port = (endpoint.host, endpoint.port) if self._resolve is None else self._resolve(endpoint.host, endpoint.port)
         tls = None
         if endpoint.tls:
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            tls = self._ssl
+            tls = self._ssl if self._ssl is not None else default_tls_context()
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(

@@ -24,6 +24,12 @@ from .secrets import REDACTED
 _PATTERNS = re.compile(r"(sk-glm-[A-Za-z0-9_\-]{6,}|Bearer\s+[^\s\"',]+|csk-[A-Za-z0-9]{6,})", re.IGNORECASE)
 
 
+def _key_shaped(value: str) -> bool:
+    """Whether ``_PATTERNS`` (which ignore case) could match: the cheap test before the regex."""
+    low = value.lower()
+    return "sk-" in low or "bearer" in low
+
+
 class Redactor:
     """A structlog processor that replaces known secrets and key-shaped strings with ``****``."""
 
@@ -32,15 +38,13 @@ class Redactor:
 
     def suspects(self, value: str) -> bool:
         """Whether ``scrub`` could change ``value`` (cheaper than scrubbing)."""
-        low = value.lower()
-        return "sk-" in low or "bearer" in low or any(s in value for s in self.secrets)
+        return _key_shaped(value) or any(s in value for s in self.secrets)
 
     def scrub(self, value: str) -> str:
         for s in self.secrets:
             if s in value:
                 value = value.replace(s, REDACTED)
-        low = value.lower()
-        if "sk-" in low or "bearer" in low:  # the patterns ignore case
+        if _key_shaped(value):
             value = _PATTERNS.sub(REDACTED, value)
         return value
 
