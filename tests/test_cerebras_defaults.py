@@ -13,15 +13,13 @@ from gateway.config import Settings
 from gateway.httpclient import HTTPClient
 from tests.conftest import CHAT
 from tests.fakes import FakeUpstream, ok
+from tests.tls import server_context, trusting
 
 
 def _tls_pair(host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A new CA's server context for ``host``, and a client context trusting that CA."""
     ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(host).configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
+    return server_context(ca, host), trusting(ca)
 
 
 def _client(client_ctx: ssl.SSLContext, port: int) -> HTTPClient:

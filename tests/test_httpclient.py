@@ -24,6 +24,7 @@ from gateway.httpclient import (
     encode_headers,
 )
 from tests.conftest import eventually
+from tests.tls import server_context, trusting
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -523,21 +524,9 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def _server_ctx(ca: trustme.CA, host: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(host).configure_cert(ctx)
-    return ctx
-
-
-def _trusting(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
-
-
 async def test_tls_with_a_trusted_certificate_pools_too(raw_server, ca):
-    server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), _server_ctx(ca, "localhost"))
-    client = HTTPClient(ssl_context=_trusting(ca))
+    server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), server_context(ca, "localhost"))
+    client = HTTPClient(ssl_context=trusting(ca))
     try:
         url = Endpoint.parse(f"https://localhost:{server.port}/v1")
         for _ in range(3):
@@ -552,8 +541,8 @@ async def test_tls_with_a_trusted_certificate_pools_too(raw_server, ca):
 @pytest.mark.parametrize("cert_host,trusted", [("other.example", True), ("localhost", False)],
                          ids=["wrong hostname", "unknown CA"])
 async def test_tls_refuses_what_it_cannot_verify(raw_server, ca, cert_host, trusted):
-    server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), _server_ctx(ca, cert_host))
-    client = HTTPClient(ssl_context=_trusting(ca if trusted else trustme.CA()))
+    server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), server_context(ca, cert_host))
+    client = HTTPClient(ssl_context=trusting(ca if trusted else trustme.CA()))
     try:
         with pytest.raises(ConnectError, match="TLS"):
             await client.request(Endpoint.parse(f"https://localhost:{server.port}/"), b"", b"{}",
