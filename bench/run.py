@@ -18,6 +18,7 @@ the time to estimate tokens of a 500 KB request. Prints a table; writes JSON to 
     python bench/run.py                 # the full run (a few minutes on 2 cores)
     python bench/run.py --quick         # a smoke run (seconds), as CI does
     python bench/run.py --soak 100000   # add a 100k-request soak
+    python bench/run.py --ceiling 9     # json at concurrency 10 only: what bounds the ratio
 """
 from __future__ import annotations
 
@@ -73,7 +74,18 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / TICKS, sum(fields) / TICKS
+
+
 def load(url: str, key: str, concurrency: int, requests: int, stream: bool) -> dict:
+    """One load generator run; the result also carries the load generator's own CPU seconds."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--url", url, "--concurrency", str(concurrency),
            "--requests", str(requests)]
     if key:
@@ -81,7 +93,10 @@ def load(url: str, key: str, concurrency: int, requests: int, stream: bool) -> d
     if stream:
         cmd.append("--stream")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(out.strip().splitlines()[-1])
+    result["loadgen_cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3)
+    return result
 
 
 def make_client_key(db: Path) -> str:
@@ -137,28 +152,52 @@ def token_estimate_timing() -> dict:
     }
 
 
-def ceiling(rounds: int, direct: str, floor: str, lean: str, through: str, key: str, out: str) -> int:
+def ceiling(rounds: int, targets: dict[str, tuple[str, str, int | None]], upstream_pid: int, out: str,
+            requests: int = 10000) -> int:
     """json at concurrency 10, ``rounds`` times over, every target back to back; the ratio of each
-    target's median requests/s to the direct median (medians: this machine's speed drifts)."""
+    target's median requests/s to the direct median (medians: this machine's speed drifts).
+
+    ``targets``: name -> (url, client key, relay pid or None for direct). Also reports, per target,
+    the median CPU ms per request of the load generator, the upstream and the relay, and how busy
+    the machine's cores were: where the time goes when the ratio is short. Returns 1 if any
+    request failed.
+    """
     import statistics
 
-    targets = {"direct": (direct, ""), "floor (aiohttp server + gateway client)": (floor, ""),
-               "lean relay (no framework)": (lean, ""), "gateway": (through, key)}
-    rps: dict[str, list[float]] = {name: [] for name in targets}
-    for url, k in targets.values():
+    runs: dict[str, list[dict]] = {name: [] for name in targets}
+    failed = 0
+    for url, k, _ in targets.values():
         load(url, k, 10, 500, False)  # warm up
     for _ in range(rounds):
-        for name, (url, k) in targets.items():
-            rps[name].append(load(url, k, 10, 10000, False)["rps"])
-    base = statistics.median(rps["direct"])
+        for name, (url, k, pid) in targets.items():
+            up0, relay0, (busy0, total0) = cpu_seconds(upstream_pid), cpu_seconds(pid) if pid else 0.0, machine_busy()
+            r = load(url, k, 10, requests, False)
+            busy1, total1 = machine_busy()
+            failed += sum(r["errors"].values())
+            ok = max(1, r["ok"])
+            runs[name].append({
+                "rps": r["rps"],
+                "loadgen_ms": r["loadgen_cpu_s"] / ok * 1000,
+                "upstream_ms": (cpu_seconds(upstream_pid) - up0) / ok * 1000,
+                "relay_ms": ((cpu_seconds(pid) - relay0) / ok * 1000) if pid else 0.0,
+                "busy": (busy1 - busy0) / max(1e-9, total1 - total0),
+            })
+    base = statistics.median(x["rps"] for x in runs["direct"])
     result = {}
-    for name, xs in rps.items():
-        result[name] = {"rps": xs, "median_rps": statistics.median(xs), "ratio": round(statistics.median(xs) / base, 3)}
-        print(f"{name:42s} median {statistics.median(xs):8.1f} rps  ratio {result[name]['ratio']:.3f}   runs {xs}")
+    print(f"{'target':42s} {'median rps':>10} {'ratio':>6} | CPU ms/request: {'loadgen':>7} {'upstream':>8} "
+          f"{'relay':>6} | cores busy")
+    for name, xs in runs.items():
+        med = {f: statistics.median(x[f] for x in xs) for f in xs[0]}
+        result[name] = {"runs": xs, **{f"median_{f}": round(v, 4) for f, v in med.items()},
+                        "ratio": round(med["rps"] / base, 3)}
+        print(f"{name:42s} {med['rps']:10.1f} {med['rps'] / base:6.3f} | {'':15} {med['loadgen_ms']:7.3f} "
+              f"{med['upstream_ms']:8.3f} {med['relay_ms']:6.3f} | {med['busy'] * 100:5.1f}%")
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     (path / f"ceiling-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
-    return 0
+    if failed:
+        print(f"{failed} requests failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def fmt(v, digits=2) -> str:
@@ -175,7 +214,10 @@ def main() -> int:
     ap.add_argument("--soak", type=int, default=0, help="requests in the soak (0: no soak)")
     ap.add_argument("--ceiling", type=int, default=0, metavar="N",
                     help="only json at concurrency 10, N times over: direct, the floor, a relay with no "
-                         "framework (bench/lean_relay.py) and the gateway; prints the median ratios")
+                         "framework (bench/lean_relay.py), the gateway's own work with no framework "
+                         "(bench/lean_gateway.py) and the gateway; prints the median ratios, CPU per "
+                         "request of each process and how busy the cores were (with --quick: 300 "
+                         "requests a run, a smoke test)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args()
 
@@ -230,8 +272,19 @@ def main() -> int:
                                      "--upstream", direct])
             procs.append(lean)
             wait_http(f"http://127.0.0.1:{lean_port}/", lean)
-            return ceiling(a.ceiling, direct, floor, f"http://127.0.0.1:{lean_port}/v1/chat/completions",
-                           through, key, a.out)
+            lean_gw_port = free_port()
+            lean_gw = subprocess.Popen([sys.executable, str(ROOT / "bench" / "lean_gateway.py"), "--port",
+                                        str(lean_gw_port)], env={**env, "LOG_DIR": str(tmp / "lean-logs")}, cwd=tmp)
+            procs.append(lean_gw)
+            wait_http(f"http://127.0.0.1:{lean_gw_port}/", lean_gw)
+            return ceiling(a.ceiling, {
+                "direct": (direct, "", None),
+                "floor (aiohttp server + gateway client)": (floor, "", bare.pid),
+                "lean relay (no framework)": (f"http://127.0.0.1:{lean_port}/v1/chat/completions", "", lean.pid),
+                "gateway's work, no framework": (f"http://127.0.0.1:{lean_gw_port}/v1/chat/completions", key,
+                                                 lean_gw.pid),
+                "gateway": (through, key, gateway.pid),
+            }, upstream.pid, a.out, requests=300 if a.quick else 10000)
 
         rows = []
         for stream in (False, True):

@@ -61,6 +61,46 @@ def test_line_writer_writes_everything_before_stop(tmp_path):
     assert lines == [f'{{"n": {i}}}' for i in range(5000)]
 
 
+def test_line_writer_takes_lines_from_many_threads_each_once(tmp_path):
+    import threading
+
+    from gateway.logs import LineWriter, RotatingFile
+
+    writer = LineWriter([RotatingFile(tmp_path / "g.log", max_bytes=10**9, backups=0)], gather=0)
+
+    def burst(t: int) -> None:
+        for i in range(3000):
+            writer.write(f"{t}-{i}")
+
+    threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.stop()
+    lines = (tmp_path / "g.log").read_text().splitlines()
+    assert sorted(lines) == sorted(f"{t}-{i}" for t in range(4) for i in range(3000))
+    for t in range(4):  # each thread's lines in its order
+        mine = [line for line in lines if line.startswith(f"{t}-")]
+        assert mine == [f"{t}-{i}" for i in range(3000)]
+
+
+async def test_line_writer_writes_a_late_line_without_being_stopped(tmp_path):
+    """A line that arrives after a batch went out is written by the next wakeup (no lost wakeup)."""
+    from gateway.logs import LineWriter, RotatingFile
+
+    from .conftest import eventually
+
+    path = tmp_path / "g.log"
+    writer = LineWriter([RotatingFile(path, max_bytes=10**9, backups=0)], gather=0)
+    try:
+        for n in range(50):
+            writer.write(f"line {n}")
+            await eventually(lambda: path.read_text().splitlines()[-1:] == [f"line {n}"])
+    finally:
+        writer.stop()
+
+
 def test_exceptions_are_rendered_without_secrets():
     import json
 
