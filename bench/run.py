@@ -158,7 +158,8 @@ def ceiling(rounds: int, targets: dict[str, tuple[str, str, int | None]], upstre
     target's median requests/s to the direct median (medians: this machine's speed drifts).
 
     ``targets``: name -> (url, client key, relay pid or None for direct). Also reports, per target,
-    the median CPU ms per request of the load generator, the upstream and the relay, and how busy
+    the median CPU ms per request of the load generator (its whole process, start-up included),
+    the upstream and the relay, and how busy
     the machine's cores were: where the time goes when the ratio is short. Returns 1 if any
     request failed.
     """
