@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import itertools
 import os
 import sys
@@ -27,17 +26,15 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lean_relay import LeanServer  # noqa: E402  (bench/, beside this file)
-from gateway.app import ERROR_MAPPERS  # noqa: E402
+from gateway.app import build_router  # noqa: E402
 from gateway.chat import parse_chat_request  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 from gateway.errors import GatewayError, Unauthorized, error_body  # noqa: E402
 from gateway.httpclient import HTTPClient  # noqa: E402
-from gateway.keypool import KeyPool  # noqa: E402
 from gateway.keystore import KeyStore  # noqa: E402
 from gateway.logs import access, configure  # noqa: E402
-from gateway.providers.openai import OpenAICompatible  # noqa: E402
 from gateway.repair import repair_messages  # noqa: E402
-from gateway.routing import Router, Upstream  # noqa: E402
+from gateway.routing import Router  # noqa: E402
 
 CHAT = b"/v1/chat/completions"
 RID_PREFIX = os.urandom(8).hex()  # request ids as the gateway makes them: a prefix and a counter
@@ -98,18 +95,7 @@ async def main(port: int) -> None:
     writer = configure(settings.log_level, settings.log_dir or Path(tempfile.mkdtemp()), settings.secrets(),
                        stdout=False)
     store = await KeyStore.open(settings.incoming_key_db)
-    client = HTTPClient()
-    upstreams = [
-        Upstream(
-            name=p.name,
-            provider=OpenAICompatible(p, client, dataclasses.replace(settings.timeouts, read=p.read_timeout or
-                                                                     settings.timeouts.read), ERROR_MAPPERS[p.dialect]),
-            pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown),
-            max_prompt_tokens=p.max_prompt_tokens,
-        )
-        for p in settings.providers
-    ]
-    router = Router(upstreams, max_key_wait=settings.max_key_wait, fallback_on_cooldown=settings.fallback_on_cooldown)
+    router = build_router(settings, HTTPClient())
     gateway = Gateway(settings, store, router)
     server = await asyncio.get_running_loop().create_server(lambda: Connection(gateway), "127.0.0.1", port)
     try:

@@ -91,29 +91,33 @@ async def _keystore(app: web.Application) -> AsyncIterator[None]:
         await store.close()  # flushes pending usage
 
 
+def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], float] = time.monotonic) -> Router:
+    """The configured providers, each with its key pool, behind one Router, over ``client``."""
+    upstreams = [
+        Upstream(
+            name=p.name,
+            provider=OpenAICompatible(
+                p,
+                client,
+                dataclasses.replace(settings.timeouts, read=p.read_timeout or settings.timeouts.read),
+                ERROR_MAPPERS[p.dialect],
+            ),
+            pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
+            max_prompt_tokens=p.max_prompt_tokens,
+        )
+        for p in settings.providers
+    ]
+    return Router(
+        upstreams,
+        max_key_wait=settings.max_key_wait,
+        fallback_on_cooldown=settings.fallback_on_cooldown,
+        clock=clock,
+    )
+
+
 def _router(clock: Callable[[], float]):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS]
-        upstreams = [
-            Upstream(
-                name=p.name,
-                provider=OpenAICompatible(
-                    p,
-                    app[HTTP],
-                    dataclasses.replace(settings.timeouts, read=p.read_timeout or settings.timeouts.read),
-                    ERROR_MAPPERS[p.dialect],
-                ),
-                pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
-                max_prompt_tokens=p.max_prompt_tokens,
-            )
-            for p in settings.providers
-        ]
-        router = Router(
-            upstreams,
-            max_key_wait=settings.max_key_wait,
-            fallback_on_cooldown=settings.fallback_on_cooldown,
-            clock=clock,
-        )
+        router = build_router(app[SETTINGS], app[HTTP], clock)
         if router.needs_estimates:
             await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
         app[ROUTER] = router
