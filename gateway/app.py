@@ -21,7 +21,7 @@ from .middleware import gateway
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import HTTP, KEYSTORE, REPAIRS, ROUTER, SETTINGS
+from .state import HTTP, KEYSTORE, RECORDERS, REPAIRS, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.app")
 
@@ -41,6 +41,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[REPAIRS] = Counter()
+    app[RECORDERS] = []
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
@@ -49,6 +50,7 @@ def create_app(
         app.router.add_post(path, handlers.chat_completions)
     for path in ("/v1/models", "/models"):
         app.router.add_get(path, handlers.models)
+        app.router.add_get(path + "/{model:.+}", handlers.model)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/_status", handlers.status)
     return app
@@ -104,6 +106,7 @@ def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], flo
             ),
             pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
             max_prompt_tokens=p.max_prompt_tokens,
+            model_for=p.model_for,
         )
         for p in settings.providers
     ]

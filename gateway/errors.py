@@ -16,7 +16,6 @@ class GatewayError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str | None = None
-    retryable: bool = False
 
     def __init__(
         self,
@@ -40,7 +39,10 @@ class GatewayError(Exception):
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
-        return retry_headers(self.retry_after)
+        headers = retry_headers(self.retry_after)
+        if not should_retry(self.status):
+            headers[NO_RETRY_HEADER] = "false"
+        return headers
 
 
 class InvalidRequest(GatewayError):
@@ -76,32 +78,29 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
-    retryable = True
 
 
 class BadGateway(GatewayError):
     status = 502
     type = "api_error"
     code = "upstream_error"
-    retryable = True
 
 
 class ServiceUnavailable(GatewayError):
     status = 503
     type = "api_error"
     code = "service_unavailable"
-    retryable = True
 
 
 class GatewayTimeout(GatewayError):
     status = 504
     type = "api_error"
     code = "upstream_timeout"
-    retryable = True
 
 
 class UpstreamPassthrough(Exception):
-    """An upstream answer the client must get unchanged (status and body), e.g. a 4xx it caused."""
+    """An upstream error the client caused (a 4xx: a bad parameter, say): the client gets its
+    status and its meaning, in OpenAI's envelope (see :func:`upstream_error_body`)."""
 
     def __init__(self, status: int, body: bytes, content_type: str | None, provider: str) -> None:
         super().__init__(f"upstream returned {status}")
@@ -109,6 +108,64 @@ class UpstreamPassthrough(Exception):
         self.status = status
         self.body = body
         self.content_type = content_type or "application/json"
+
+
+NO_RETRY_HEADER = "x-should-retry"
+_RETRIED = frozenset({408, 409, 429})  # the 4xx statuses OpenAI's SDKs retry
+
+
+def should_retry(status: int) -> bool:
+    """Whether a retry of the same request may succeed: not for a 4xx the request itself caused."""
+    return not (400 <= status < 500) or status in _RETRIED
+
+
+_TYPE_FOR_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+MAX_UPSTREAM_MESSAGE = 2000  # characters of a non-JSON upstream error body shown to the client
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def upstream_error_body(status: int, body: bytes) -> dict[str, Any]:
+    """An upstream's error answer in OpenAI's envelope, whatever shape it came in.
+
+    OpenAI's own ``{"error": {...}}`` keeps its fields; Cerebras's flat ``{"message", "type",
+    "param", "code"}`` is wrapped; ``{"error": "text"}``, ``{"detail": ...}`` (FastAPI-style) and
+    non-JSON bodies become the message. Without this the Node SDK reports "400 status code (no
+    body)" and the AI SDK "Bad Request". (Pure.)"""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    fallback_type = _TYPE_FOR_STATUS.get(status, "invalid_request_error" if status < 500 else "api_error")
+    inner: object = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(inner, dict):
+        message = inner.get("message") or inner.get("msg") or inner.get("detail") or inner.get("error")
+        fields = {
+            "message": _text(message) or f"upstream answered {status}",
+            "type": _text(inner.get("type")) or fallback_type,
+            "param": _text(inner.get("param")),
+            "code": _text(inner.get("code")),
+        }
+    elif isinstance(inner, str) and inner.strip():
+        fields = {"message": inner, "type": fallback_type, "param": None, "code": None}
+    else:
+        text = body.decode("utf-8", "replace").strip()[:MAX_UPSTREAM_MESSAGE] if data is None else ""
+        fields = {"message": text or f"upstream answered {status}", "type": fallback_type, "param": None,
+                  "code": None}
+    return {"error": fields}
 
 
 def retry_headers(retry_after: float | None) -> dict[str, str]:

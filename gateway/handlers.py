@@ -10,7 +10,9 @@ from aiohttp import web
 
 from .chat import ChatRequest, parse_chat_request
 from .errors import PayloadTooLarge
-from .middleware import LOG_FIELDS, PROVIDER_HEADER, note, stamp_response
+from .context import RequestContext
+from .errors import NotFound
+from .middleware import PROVIDER_HEADER, context_of, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
@@ -26,13 +28,6 @@ def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def _note_served(request: web.Request, served: Served) -> None:
-    fields = request[LOG_FIELDS]
-    fields["provider"] = served.upstream.name
-    fields["upstream_key"] = served.key.name
-    fields["attempts"] = len(served.attempts) + 1
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
@@ -41,39 +36,39 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if declared is not None and declared > limit:  # refused before reading it
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     req = parse_chat_request(await request.read())
-    fields = request[LOG_FIELDS]
-    fields["stream"] = req.stream
-    fields["model"] = req.model
+    ctx = context_of(request)
+    ctx.stream = req.stream
+    model = req.model
+    ctx.model_asked = model if isinstance(model, str) else None
     if settings.repair_tool_calls:
-        repair_transcript(request, req)
+        repair_transcript(request, ctx, req)
     router = app[ROUTER]
     if not req.stream:
-        served = await router.complete(req)
-        _note_served(request, served)
+        served = await router.complete(req, ctx)
         done: Completion = served.result  # type: ignore[assignment]
         return web.Response(
             status=done.status,
             body=done.body,
             headers={"Content-Type": done.content_type, PROVIDER_HEADER: served.upstream.name},
         )
-    served = await router.open_stream(req)
-    _note_served(request, served)
+    served = await router.open_stream(req, ctx)
     stream, first = served.result  # type: ignore[misc]
-    return await relay_stream(request, served, stream, first)
+    return await relay_stream(request, ctx, served, stream, first)
 
 
-def repair_transcript(request: web.Request, req: ChatRequest) -> None:
+def repair_transcript(request: web.Request, ctx: RequestContext, req: ChatRequest) -> None:
     fixed, counts = repair_messages(req.payload["messages"])
     if fixed is None:
         return
     req.replace_messages(fixed)
-    total = sum(counts.values())
     request.app[REPAIRS].update(counts)
-    note(request, repairs=total)
-    log.info("transcript_repaired", repairs=dict(counts), messages=len(fixed))
+    ctx.repairs = dict(counts)
+    log.info("transcript_repaired", repairs=ctx.repairs, messages=len(fixed))
 
 
-async def relay_stream(request: web.Request, served: Served, stream: Stream, first: bytes) -> web.StreamResponse:
+async def relay_stream(
+    request: web.Request, ctx: RequestContext, served: Served, stream: Stream, first: bytes
+) -> web.StreamResponse:
     """Write each upstream event to the client as it arrives; always end with ``data: [DONE]``."""
     provider = served.upstream.name
     response = web.StreamResponse(
@@ -85,7 +80,7 @@ async def relay_stream(request: web.Request, served: Served, stream: Stream, fir
             PROVIDER_HEADER: provider,
         },
     )
-    stamp_response(request[LOG_FIELDS], response)
+    stamp_response(ctx, response)
     chunks = 1
     saw_done = first.endswith(DONE)
     try:
@@ -101,6 +96,7 @@ async def relay_stream(request: web.Request, served: Served, stream: Stream, fir
         await response.write_eof()
     except UpstreamError as e:
         served.upstream.pool.penalize(served.key, e)  # a broken stream counts against its key
+        ctx.stream_error = e.message
         log.error("stream_failed_midway", provider=provider, detail=e.message, chunks_sent=chunks)
         try:
             await response.write(error_event(f"upstream stream failed: {e.message}", code="upstream_stream_error"))
@@ -109,21 +105,30 @@ async def relay_stream(request: web.Request, served: Served, stream: Stream, fir
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        ctx.client_disconnected = True
         log.info("client_disconnected", provider=provider, chunks_sent=chunks)
     finally:
+        ctx.chunks = chunks  # also when the client's disconnect cancelled the handler
         await stream.aclose()
-    note(request, chunks=chunks)
     return response
+
+
+def _model(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": int(_STARTED), "owned_by": "glm-gateway"}
 
 
 async def models(request: web.Request) -> web.Response:
     names = request.app[SETTINGS].public_models
-    return _json(
-        {
-            "object": "list",
-            "data": [{"id": m, "object": "model", "created": int(_STARTED), "owned_by": "glm-gateway"} for m in names],
-        }
-    )
+    return _json({"object": "list", "data": [_model(m) for m in names]})
+
+
+async def model(request: web.Request) -> web.Response:
+    """One model (the SDKs' ``models.retrieve``). Ids may hold slashes (``hf:zai-org/GLM-4.7``)."""
+    name = request.match_info["model"]
+    if name not in request.app[SETTINGS].public_models:
+        raise NotFound(f"the model {name!r} does not exist on this gateway; GET /v1/models lists them",
+                       param="model", code="model_not_found")
+    return _json(_model(name))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -142,7 +147,8 @@ async def status(request: web.Request) -> web.Response:
             "status": "ok",
             "uptime_s": round(time.time() - _STARTED, 1),
             "auth_enabled": request.app[SETTINGS].enable_incoming_auth,
-            "keys": first["keys"],
+            # every provider's keys, each naming its provider; ``current_key``: the primary's next
+            "keys": [{"provider": p["name"], **k} for p in providers for k in p["keys"]],
             "current_key": first["current_key"],
             "providers": providers,
             "repairs": dict(request.app[REPAIRS]),

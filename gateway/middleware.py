@@ -7,10 +7,13 @@ import os
 import re
 import time
 
+import orjson
 import structlog
 from aiohttp import web
 
+from .context import RequestContext
 from .errors import (
+    NO_RETRY_HEADER,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -18,9 +21,11 @@ from .errors import (
     Unauthorized,
     UpstreamPassthrough,
     error_response,
+    should_retry,
+    upstream_error_body,
 )
 from .logs import REQUEST_ID, access
-from .state import KEYSTORE, SETTINGS
+from .state import KEYSTORE, RECORDERS, SETTINGS
 
 log = structlog.get_logger("gateway.http")
 
@@ -29,12 +34,11 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"
 
 
-LOG_FIELDS = "log_fields"  # request key: fields for the request's closing log line
+CONTEXT = "gateway_context"  # request key: the request's RequestContext
 
 
-def note(request: web.Request, **fields: object) -> None:
-    """Add fields to the request's closing log line."""
-    request[LOG_FIELDS].update(fields)
+def context_of(request: web.Request) -> RequestContext:
+    return request[CONTEXT]  # type: ignore[no-any-return]
 
 
 _RID_PREFIX = os.urandom(8).hex()  # per process: ids stay unique across replicas and restarts
@@ -51,62 +55,72 @@ def request_id_for(request: web.Request) -> str:
 
 @web.middleware
 async def gateway(request: web.Request, handler) -> web.StreamResponse:
-    """Every request: its id, client auth, OpenAI-shaped errors and one JSON log line.
-
-    One middleware rather than three: each layer costs a coroutine frame on every request.
+    """Every request: its id and context, client auth, OpenAI-shaped errors, and in one
+    ``finally`` the log line and the app's recorders (usage ledger, metrics), which read the
+    context. One middleware rather than three: each layer costs a coroutine frame per request.
     """
     rid = request_id_for(request)
-    fields: dict = {"request_id": rid}  # the request's log line, filled in as it is served
-    request[LOG_FIELDS] = fields
+    path = request.path
+    ctx = RequestContext(rid, request.method, path)
+    request[CONTEXT] = ctx
     REQUEST_ID.set(rid)  # every line logged inside the request carries it (a task's own context)
-    start = time.perf_counter_ns()
-    status = 500
+    app = request.app
     try:
         try:
-            if request.app[SETTINGS].enable_incoming_auth:
-                await authenticate(request)
+            if app[SETTINGS].enable_incoming_auth:
+                await authenticate(request, ctx)
             response = await handler(request)
         except Exception as e:
             response = error_for(request, e)
         if not response.prepared:  # a stream stamped itself before its first byte
-            stamp_response(fields, response)
-        status = response.status
+            stamp_response(ctx, response)
+        ctx.status = response.status
         return response
     except asyncio.CancelledError:
-        status = 499  # the client went away
+        ctx.status = 499  # the client went away
+        ctx.client_disconnected = True
         raise
     finally:
-        latency_ms = (time.perf_counter_ns() - start) // 1000 / 1000  # ms, to the microsecond
-        path = request.path
-        fields.update(method=request.method, path=path, status=status, latency_ms=latency_ms)
-        access("request", "debug" if path in OPEN_PATHS else "info", fields)
+        ctx.finished_ns = time.perf_counter_ns()
+        access("request", "debug" if path in OPEN_PATHS else "info", ctx.log_fields())
+        for record in app[RECORDERS]:
+            try:
+                record(ctx)
+            except Exception:  # a recorder's bug must not fail the request it records
+                log.exception("recorder_failed", recorder=getattr(record, "__qualname__", repr(record)))
 
 
 REPAIRS_HEADER = "X-Gateway-Repairs"
 
 
-def stamp_response(fields: dict, response: web.StreamResponse) -> None:
+def stamp_response(ctx: RequestContext, response: web.StreamResponse) -> None:
     """Every response, streamed or not, carries its request id, and the number of transcript
-    repairs when the gateway changed the client's messages. Call before the response is prepared.
-    ``fields`` is the request's log line (``request[LOG_FIELDS]``)."""
-    response.headers["X-Request-Id"] = fields["request_id"]
-    repairs = fields.get("repairs")
-    if repairs:
-        response.headers[REPAIRS_HEADER] = str(repairs)
+    repairs when the gateway changed the client's messages. Call before the response is prepared."""
+    response.headers["X-Request-Id"] = ctx.request_id
+    if ctx.repairs:
+        response.headers[REPAIRS_HEADER] = str(sum(ctx.repairs.values()))
+    if ctx.provider is not None and PROVIDER_HEADER not in response.headers:
+        response.headers[PROVIDER_HEADER] = ctx.provider
 
 
 def error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
     """Every failure becomes an OpenAI-shaped error with the right status; never a traceback.
     What is not a failure (a redirect, a client that hung up) is raised again."""
+    ctx = context_of(request)
     try:
         raise exc
     except GatewayError as e:
+        ctx.error_type, ctx.error_code = e.type, e.code
         return error_response(e)
     except UpstreamPassthrough as e:
-        note(request, provider=e.provider)
-        return web.Response(
-            status=e.status, body=e.body, headers={"Content-Type": e.content_type, PROVIDER_HEADER: e.provider}
-        )
+        ctx.provider = e.provider
+        body = upstream_error_body(e.status, e.body)
+        ctx.error_type, ctx.error_code = body["error"]["type"], body["error"]["code"]
+        headers = {PROVIDER_HEADER: e.provider}
+        if not should_retry(e.status):
+            headers[NO_RETRY_HEADER] = "false"
+        return web.Response(status=e.status, body=orjson.dumps(body), content_type="application/json",
+                            headers=headers)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_request_bytes
         return error_response(PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes"))
@@ -136,7 +150,7 @@ def bearer_token(request: web.Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def authenticate(request: web.Request) -> None:
+async def authenticate(request: web.Request, ctx: RequestContext) -> None:
     """Bearer keys checked against the keystore (cached). Open paths pass, and unknown routes
     answer 404 before asking for a key."""
     if request.path in OPEN_PATHS or request.match_info.http_exception is not None:
@@ -149,4 +163,5 @@ async def authenticate(request: web.Request) -> None:
     if key is None:
         raise Unauthorized("invalid or revoked API key")
     store.record_use(key.id)
-    request[LOG_FIELDS]["client"] = key.name
+    ctx.client_id = key.id
+    ctx.client_name = key.name

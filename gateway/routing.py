@@ -25,6 +25,7 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 import structlog
 
 from .chat import ChatRequest
+from .context import AttemptRecord, RequestContext
 from .errors import (
     BadGateway,
     GatewayError,
@@ -57,6 +58,7 @@ class Upstream:
     provider: Provider
     pool: KeyPool
     max_prompt_tokens: int | None = None
+    model_for: Callable[[object], str] | None = None  # the model it is sent for a requested one
 
 
 @dataclass
@@ -130,14 +132,14 @@ class Router:
             req.prompt_tokens = await asyncio.to_thread(estimate_prompt_tokens, req.payload)
         return req.prompt_tokens
 
-    async def complete(self, req: ChatRequest) -> Served:
+    async def complete(self, req: ChatRequest, ctx: RequestContext | None = None) -> Served:
         async def call(up: Upstream, secret: str) -> tuple[Completion, object]:
             done = await up.provider.chat(req, secret)
             return done, done.rate_limits
 
-        return await self._walk(req, call)
+        return await self._walk(req, call, ctx or RequestContext("-", "", ""))
 
-    async def open_stream(self, req: ChatRequest) -> Served:
+    async def open_stream(self, req: ChatRequest, ctx: RequestContext | None = None) -> Served:
         """An open stream whose first chunk has arrived: ``result`` is ``(stream, first_chunk)``.
         Until that chunk, nothing has reached the client, so any failure moves on invisibly."""
 
@@ -156,10 +158,17 @@ class Router:
                 raise
             return (stream, first), stream.rate_limits
 
-        return await self._walk(req, call)
+        return await self._walk(req, call, ctx or RequestContext("-", "", ""))
 
-    async def _walk(self, req: ChatRequest, call: Callable[[Upstream, str], Awaitable[tuple[R, object]]]) -> Served:
+    async def _walk(
+        self,
+        req: ChatRequest,
+        call: Callable[[Upstream, str], Awaitable[tuple[R, object]]],
+        ctx: RequestContext,
+    ) -> Served:
         targets, notes = plan(self.upstreams, await self.prompt_tokens(req))
+        if notes:
+            ctx.skipped = notes
         cost = request_cost(req)
         attempts: list[Attempt] = []
         given_up: dict[str, set[str]] = {up.name: set() for up in targets}  # keys failing for this request
@@ -177,9 +186,14 @@ class Router:
                     if lease is None:
                         break
                     tried.add(lease.key.name)
+                    began = time.perf_counter_ns()
                     try:
                         result, limits = await call(up, lease.key.secret)
                     except UpstreamError as e:
+                        ended = time.perf_counter_ns()
+                        ctx.upstream_ns += ended - began
+                        ctx.add_attempt(AttemptRecord(up.name, lease.key.name, e.kind.value, e.status,
+                                                      (ended - began) // 1000 / 1000, e.message[:200]))
                         changed = up.pool.failed(lease, e)
                         attempts.append(Attempt(up.name, lease.key.name, e))
                         log.warning(
@@ -207,9 +221,18 @@ class Router:
                             done_with.add(up.name)  # provider-wide trouble: do not stall on it
                             break
                         continue
-                    except BaseException:
+                    except BaseException:  # cancelled (the client left), or a bug
                         up.pool.release(lease)
+                        ended = time.perf_counter_ns()
+                        ctx.upstream_ns += ended - began
+                        ctx.add_attempt(AttemptRecord(up.name, lease.key.name, "cancelled", None,
+                                                      (ended - began) // 1000 / 1000))
                         raise
+                    ended = time.perf_counter_ns()
+                    ctx.upstream_ns += ended - began
+                    ctx.first_token_ns = ended  # the whole answer, or a stream's first event
+                    ctx.add_attempt(AttemptRecord(up.name, lease.key.name, "ok", 200, (ended - began) // 1000 / 1000))
+                    ctx.served_by(up.name, lease.key.name, up.model_for(req.model) if up.model_for else None)
                     up.pool.succeeded(lease, limits)  # type: ignore[arg-type]
                     if attempts or notes:
                         log.info("served_after_fallback", provider=up.name, failures=len(attempts), skipped=notes)

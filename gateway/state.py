@@ -6,6 +6,7 @@ from collections import Counter
 from aiohttp import web
 
 from .config import Settings
+from .context import Recorder
 from .httpclient import HTTPClient
 from .keystore import KeyStore
 from .routing import Router
@@ -15,3 +16,5 @@ HTTP = web.AppKey("http", HTTPClient)
 KEYSTORE = web.AppKey("keystore", KeyStore)
 ROUTER = web.AppKey("router", Router)
 REPAIRS = web.AppKey("repairs", Counter)  # transcript repairs by kind, since start
+# each finished request's context is handed to these (the usage ledger, metrics), in order
+RECORDERS: web.AppKey[list[Recorder]] = web.AppKey("recorders")

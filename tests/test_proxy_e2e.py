@@ -6,6 +6,7 @@ import json
 import sys
 
 import orjson
+from aiohttp import web
 
 from tests import fakes
 from tests.conftest import CHAT, UPSTREAM_KEYS, auth_header, eventually
@@ -82,15 +83,42 @@ async def test_client_disconnect_cancels_upstream(gateway, fake):
     await eventually(fake.cancelled.is_set)
 
 
-async def test_upstream_4xx_is_passed_through_unchanged(gateway, fake):
+async def test_upstream_4xx_keeps_its_status_and_meaning_in_openais_envelope(gateway, fake):
     payload = {"message": "model does not support tools", "type": "invalid_request_error", "param": "tools", "code": "bad_tools"}
-    fake.default = fakes.error(422, payload)
+    fake.default = fakes.error(422, payload)  # Cerebras's flat shape
     client = await gateway()
     resp = await client.post("/v1/chat/completions", json=CHAT)
     assert resp.status == 422
-    assert await resp.json() == payload
+    assert await resp.json() == {"error": payload}
     assert resp.headers["X-Gateway-Provider"] == "cerebras"
+    assert resp.headers["x-should-retry"] == "false"
     assert len(fake.received) == 1  # the client's own mistake is not retried on other keys
+
+
+async def test_upstream_4xx_with_a_text_body_is_wrapped(gateway, fake):
+    async def text_400(request, body):
+        return web.Response(status=400, text="Bad Request: temperature out of range")
+
+    fake.default = text_400
+    client = await gateway()
+    resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status == 400
+    assert await resp.json() == {"error": {"message": "Bad Request: temperature out of range",
+                                           "type": "invalid_request_error", "param": None, "code": None}}
+
+
+async def test_model_retrieve(gateway):
+    client = await gateway({"CEREBRAS_MODELS": "hf:zai-org/GLM-4.7"})
+    resp = await client.get("/v1/models/zai-glm-4.7")
+    assert resp.status == 200
+    assert (await resp.json())["id"] == "zai-glm-4.7"
+    resp = await client.get("/v1/models/hf:zai-org/GLM-4.7")  # an id with a slash
+    assert resp.status == 200 and (await resp.json())["object"] == "model"
+    resp = await client.get("/models/nope")
+    assert resp.status == 404
+    body = await resp.json()
+    assert body["error"]["code"] == "model_not_found" and body["error"]["param"] == "model"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
 
 
 async def test_upstream_4xx_on_stream_is_passed_through(gateway, fake):
@@ -99,7 +127,7 @@ async def test_upstream_4xx_on_stream_is_passed_through(gateway, fake):
     client = await gateway()
     resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert resp.status == 400
-    assert await resp.json() == payload
+    assert await resp.json() == {"error": payload}
 
 
 def _assert_openai_error(body: dict, type_: str) -> None:
