@@ -87,6 +87,7 @@ class RequestContext:
     # auth
     client_id: int | None = None
     client_name: str | None = None
+    client_role: str | None = None  # "admin" or "client"; None when auth is off (all is open)
     # the handler
     model_asked: str | None = None
     stream: bool | None = None
@@ -103,6 +104,8 @@ class RequestContext:
     first_token_ns: int | None = None  # when the first event (stream) or the answer arrived
     chunks: int = 0
     usage: Usage | None = None
+    cost_usd: float | None = None  # None: not priced (a model with no price, or no usage)
+    primary_cost_usd: float | None = None  # what the same tokens would cost on the primary provider
     client_disconnected: bool = False
     stream_error: str | None = None  # a stream that broke after its first byte
     # the error the client got, if any
