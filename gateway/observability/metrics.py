@@ -32,6 +32,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..context import RequestContext
+from .collectors import GatewayCollector
 
 OTHER = "other"
 UNMATCHED = "unmatched"  # requests that matched no route (404, 405): one label value for them all
@@ -88,8 +89,6 @@ class Metrics:
 
     def __init__(self, public_models: Iterable[str], upstreams: Callable[[], Iterable[Any]] = list,
                  live: Iterable[RequestContext] = ()) -> None:
-        from .collectors import GatewayCollector
-
         prometheus_client.disable_created_metrics()  # no *_created series: half the exposition, no use here
         self.registry = registry = CollectorRegistry()
         prometheus_client.ProcessCollector(registry=registry)
