@@ -70,6 +70,12 @@ def test_parse_origins_refuses_or_normalises_any_text(raw):
     assert all(o == ANY or o.startswith(("http://", "https://")) for o in origins)
 
 
+@given(st.text(max_size=300))
+def test_preflight_headers_of_any_request_list_only_header_names(requested):
+    names = preflight_headers(["POST"], requested)["Access-Control-Allow-Headers"].split(", ")
+    assert all(n and n.isascii() and not any(c.isspace() or c in ",:;\"" for c in n) for n in names)
+
+
 @pytest.mark.parametrize("requested, has, lacks", [
     (None, ["Authorization", "Content-Type", "X-Request-Id", "x-api-key"], []),
     ("authorization, content-type, x-stainless-os, x-stainless-retry-count",
