@@ -126,7 +126,8 @@ async def test_allowed_origin_gets_cors_headers_on_answers_errors_and_streams(ga
     resp = await client.post(CHAT_PATH, json=CHAT, headers={"Origin": APP})
     assert resp.status == 401 and resp.headers[ACAO] == APP
     fake.default = fakes.stream(["a"])
-    resp = await client.post(CHAT_PATH, json={**CHAT, "stream": True}, headers={"Origin": APP, **auth_header(client_key)})
+    resp = await client.post(CHAT_PATH, json={**CHAT, "stream": True},
+                             headers={"Origin": APP, **auth_header(client_key)})
     assert resp.headers[ACAO] == APP
     assert (await resp.read()).endswith(b"[DONE]\n\n")
 

@@ -107,7 +107,8 @@ class Metrics:
             "glm_gateway_requests", "Requests answered, by route template, status, serving provider and client.",
             ("route", "status", "provider", "client"), registry=registry)
         self.attempts = Counter(
-            "glm_gateway_upstream_attempts", "Upstream calls, by provider, key name and outcome (ok or the failure kind).",
+            "glm_gateway_upstream_attempts",
+            "Upstream calls, by provider, key name and outcome (ok or the failure kind).",
             ("provider", "key", "outcome"), registry=registry)
         self.fallbacks = Counter(
             "glm_gateway_fallbacks",
