@@ -13,15 +13,19 @@ import structlog
 from aiohttp import web
 
 from . import handlers, tokens
+from .api import metrics as metrics_api
 from .config import ConfigError, Settings
+from .context import RequestContext
+from .cors import CorsPolicy
 from .httpclient import HTTPClient, default_tls_context
 from .keypool import KeyPool
 from .keystore import KeyStore
 from .middleware import gateway
+from .observability import Metrics
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import HTTP, KEYSTORE, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import CORS, HTTP, KEYSTORE, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.app")
 
@@ -42,6 +46,13 @@ def create_app(
     app[SETTINGS] = settings
     app[REPAIRS] = Counter()
     app[RECORDERS] = []
+    live: set[RequestContext] = set()
+    app[LIVE] = live
+    app[CORS] = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
+    metrics = Metrics(settings.public_models, upstreams=lambda: app[ROUTER].upstreams if ROUTER in app else (),
+                      live=live)
+    app[METRICS] = metrics
+    app[RECORDERS].append(metrics.record)  # after the usage ledger's, which prices the context first
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
@@ -53,6 +64,7 @@ def create_app(
         app.router.add_get(path + "/{model:.+}", handlers.model)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/_status", handlers.status)
+    app.router.add_get(metrics_api.PATH, metrics_api.metrics)
     return app
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+from .cors import parse_origins
 from .httpclient import Endpoint
 from .secrets import Secret
 
@@ -84,6 +85,8 @@ class Settings:
     repair_tool_calls: bool = True
     key_cache_refresh: float = 0.25
     usage_flush_interval: float = 2.0
+    metrics_public: bool = False  # /metrics without an admin key
+    cors_origins: tuple[str, ...] = ()  # allowed browser origins; ("*",) for any; () for none
 
     @property
     def public_models(self) -> list[str]:
@@ -143,6 +146,8 @@ class Settings:
             repair_tool_calls=r.boolean("REPAIR_TOOL_CALLS", True),
             key_cache_refresh=r.number("KEY_CACHE_REFRESH", 0.25, minimum=0.01, maximum=1.0),
             usage_flush_interval=r.number("USAGE_FLUSH_INTERVAL", 2.0, minimum=0.05),
+            metrics_public=r.boolean("METRICS_PUBLIC", False),
+            cors_origins=r.origins("CORS_ORIGINS"),
         )
         return settings
 
@@ -288,6 +293,12 @@ class _Reader:
         if value not in choices:
             raise ConfigError(f"{var} must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+    def origins(self, var: str) -> tuple[str, ...]:
+        try:
+            return parse_origins(self.text(var, ""))
+        except ValueError as e:
+            raise ConfigError(f"{var}: {e}") from None
 
     def url(self, var: str, default: str) -> str:
         value = self.text(var, default) or default

@@ -84,6 +84,9 @@ class RequestContext:
     started_at: float
     status: int = 0
     finished_ns: int = 0
+    route: str | None = None  # the matched route's template (/v1/models/{model}); None: no route
+    cors_headers: dict[str, str] | None = None  # an allowed browser origin's CORS headers (gateway/cors.py)
+    overhead_sent_ms: float | None = None  # X-Gateway-Overhead-Ms as sent (a stream: at its headers)
     # auth
     client_id: int | None = None
     client_name: str | None = None
@@ -99,6 +102,9 @@ class RequestContext:
     model_served: str | None = None
     fallback_reason: str | None = None  # why the first choice did not serve
     skipped: list[str] | None = None  # upstreams the plan left out, and why
+    # a routing strategy's decision, (strategy, outcome), e.g. ("cheapest", "chose_primary"): counted
+    # by glm_gateway_routing_decisions_total; names from a fixed set, never free text
+    routing: tuple[str, str] | None = None
     upstream_ns: int = 0  # time spent waiting on upstream calls (heads, whole bodies)
     # the relay
     first_token_ns: int | None = None  # when the first event (stream) or the answer arrived

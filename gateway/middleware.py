@@ -11,6 +11,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from . import cors
 from .context import RequestContext
 from .errors import (
     NO_RETRY_HEADER,
@@ -25,11 +26,12 @@ from .errors import (
     upstream_error_body,
 )
 from .logs import REQUEST_ID, access
-from .state import KEYSTORE, RECORDERS, SETTINGS
+from .state import CORS, KEYSTORE, LIVE, RECORDERS, SETTINGS
 
 log = structlog.get_logger("gateway.http")
 
 OPEN_PATHS = frozenset({"/health"})
+METRICS_PATH = "/metrics"  # open too when METRICS_PUBLIC=true
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"
 
@@ -65,11 +67,22 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
     request[CONTEXT] = ctx
     REQUEST_ID.set(rid)  # every line logged inside the request carries it (a task's own context)
     app = request.app
+    live = app[LIVE]
+    live.add(ctx)
+    resource = request.match_info.route.resource
+    if resource is not None:
+        ctx.route = resource.canonical  # the template: a bounded metrics label
     try:
         try:
-            if app[SETTINGS].enable_incoming_auth:
-                await authenticate(request, ctx)
-            response = await handler(request)
+            policy, preflight = app[CORS], None
+            if policy is not None:  # CORS_ORIGINS: an allowed origin's headers; a preflight needs no key
+                ctx.cors_headers, preflight = cors.apply(policy, request)
+            if preflight is not None:
+                response: web.StreamResponse = preflight
+            else:
+                if app[SETTINGS].enable_incoming_auth:
+                    await authenticate(request, ctx)
+                response = await handler(request)
         except Exception as e:
             response = error_for(request, e)
         if not response.prepared:  # a stream stamped itself before its first byte
@@ -82,6 +95,7 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
         raise
     finally:
         ctx.finished_ns = time.perf_counter_ns()
+        live.discard(ctx)
         access("request", "debug" if path in OPEN_PATHS else "info", ctx.log_fields())
         for record in app[RECORDERS]:
             try:
@@ -91,16 +105,26 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
 
 
 REPAIRS_HEADER = "X-Gateway-Repairs"
+OVERHEAD_HEADER = "X-Gateway-Overhead-Ms"
 
 
 def stamp_response(ctx: RequestContext, response: web.StreamResponse) -> None:
     """Every response, streamed or not, carries its request id, and the number of transcript
-    repairs when the gateway changed the client's messages. Call before the response is prepared."""
-    response.headers["X-Request-Id"] = ctx.request_id
+    repairs when the gateway changed the client's messages; a proxied one (an upstream was
+    called), the gateway's own time so far less the upstream's (``X-Gateway-Overhead-Ms``: for a
+    stream, until its headers); an allowed browser origin, the CORS headers. Call before the
+    response is prepared."""
+    headers = response.headers
+    headers["X-Request-Id"] = ctx.request_id
     if ctx.repairs:
-        response.headers[REPAIRS_HEADER] = str(sum(ctx.repairs.values()))
-    if ctx.provider is not None and PROVIDER_HEADER not in response.headers:
-        response.headers[PROVIDER_HEADER] = ctx.provider
+        headers[REPAIRS_HEADER] = str(sum(ctx.repairs.values()))
+    if ctx.provider is not None and PROVIDER_HEADER not in headers:
+        headers[PROVIDER_HEADER] = ctx.provider
+    if ctx.attempts:
+        ctx.overhead_sent_ms = overhead = ctx.overhead_ms
+        headers[OVERHEAD_HEADER] = str(overhead)
+    if ctx.cors_headers is not None:
+        headers.update(ctx.cors_headers)
 
 
 def error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
@@ -154,6 +178,8 @@ async def authenticate(request: web.Request, ctx: RequestContext) -> None:
     """Bearer keys checked against the keystore (cached). Open paths pass, and unknown routes
     answer 404 before asking for a key."""
     if request.path in OPEN_PATHS or request.match_info.http_exception is not None:
+        return
+    if request.path == METRICS_PATH and request.app[SETTINGS].metrics_public:
         return
     token = bearer_token(request)
     if token is None:
