@@ -125,6 +125,7 @@ def test_repeat_failure_extends_never_shortens():
 def test_concurrent_429s_cool_once():
     clock = Clock()
     p = pool(2, clock)
+    p.succeeded(p.acquire(exclude={"k2"}), None)  # k1 has answered: it takes concurrent requests
     leases = [p.acquire(exclude={"k2"}) for _ in range(5)]  # five requests in flight on k1
     changed = [p.failed(lease, err(Failure.RATE_LIMITED, 20)) for lease in leases]
     assert changed == [True, False, False, False, False]

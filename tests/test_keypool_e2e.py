@@ -163,11 +163,13 @@ async def test_completion_tokens_are_capped(gateway, fake):
     assert sent[2]["max_completion_tokens"] == 4096
 
 
-async def test_unreachable_upstream_gives_502_after_two_keys(gateway, fake, unused_tcp_port):
+async def test_unreachable_upstream_gives_503_after_two_keys(gateway, fake, unused_tcp_port):
     client = await gateway({"CEREBRAS_BASE_URL": f"http://127.0.0.1:{unused_tcp_port}/v1"})
     resp = await client.post("/v1/chat/completions", json=CHAT)
-    assert resp.status == 502
-    message = (await resp.json())["error"]["message"]
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"  # k3 has not failed: try again soon
+    error = (await resp.json())["error"]
+    assert error["code"] == "upstream_unavailable" and error["message"].startswith("upstreams failing")
+    message = error["message"]
     assert "cerebras/k1: connection" in message and "cerebras/k2: connection" in message
     assert "k3" not in message  # the keys share the host: two failed connections are enough
 
@@ -177,7 +179,8 @@ async def test_server_errors_try_two_keys_at_most(gateway, fake):
         fake.script(key, fakes.error(500, {"message": "internal", "type": "server_error", "code": None}))
     client = await gateway()
     resp = await client.post("/v1/chat/completions", json=CHAT)
-    assert resp.status == 502
+    assert resp.status == 503 and "Retry-After" in resp.headers
+    assert (await resp.json())["error"]["code"] == "upstream_unavailable"
     assert fake.keys_used() == [K1, K2]
 
 
