@@ -17,6 +17,9 @@ time until its first answer, so a burst does not land whole on a key that will a
 hold lapses after ``PROVING_HOLD`` seconds without an answer, so a slow first answer never
 keeps other requests waiting longer. Timeouts and connection errors are not answers.
 
+A stream counts as a success at its first event; one that then breaks midway takes that success
+back (unless another outcome came since), so streams that keep breaking open the breaker too.
+
 Only the request that holds the probe (its ``token``, the pool's pick number) frees it, so a
 request that was already in flight when the breaker opened cannot release someone else's probe,
 and its fault does not lengthen the rest (it says nothing the opening did not).
@@ -61,6 +64,7 @@ class Breaker:
     heard: bool = False  # the key has answered at least once
     probe: int = 0  # token of the request holding the probe / first request; 0 = none
     probe_since: float = 0.0
+    undo: tuple[int, int, float] | None = None  # (errors, opens, open_until) the last success reset
 
     def state(self, now: float) -> State:
         if self.opens == 0:
@@ -105,6 +109,7 @@ class Breaker:
 
     def succeeded(self) -> None:
         self.heard = True
+        self.undo = (self.errors, self.opens, self.open_until) if self.errors or self.opens else None
         self.errors = 0
         self.opens = 0
         self.reason = None
@@ -112,18 +117,27 @@ class Breaker:
     def answered(self) -> None:
         """An answer that says nothing of the key's health (429, 402, 401, the client's 4xx)."""
         self.heard = True
+        self.undo = None
 
-    def failed(self, now: float, token: int, reason: str, answer: bool = True) -> bool:
-        """A fault on this key, seen by request ``token`` (0: after its lease was settled, a
-        stream broken midway), before ``settle``; ``answer`` False for timeouts and connection
-        errors. True if the breaker (re-)opened."""
+    def failed(self, now: float, token: int, reason: str, answer: bool = True, midstream: bool = False) -> bool:
+        """A fault on this key, seen by request ``token`` before ``settle``; ``answer`` False for
+        timeouts and connection errors. True if the breaker (re-)opened.
+
+        ``midstream``: a stream broke after its first event counted as a success (its lease is
+        settled). That success is taken back, unless another outcome came since, so streams that
+        keep breaking open the breaker (and a probe whose stream broke re-opens it)."""
         if answer:
             self.heard = True
+        undo, self.undo = self.undo, None
+        probe_failed = self.opens > 0 and token != 0 and self.probe == token
+        if midstream and undo is not None:
+            self.errors, self.opens, self.open_until = undo
+            probe_failed = self.opens > 0
         self.errors += 1
         if self.opens:
-            if token == 0 or self.probe != token:
+            if not probe_failed:
                 return False  # a request sent before it opened: the rest stands
-            self.opens += 1  # the probe failed
+            self.opens += 1
         elif self.errors >= ERRORS_TO_OPEN:
             self.opens = 1
         else:

@@ -66,10 +66,6 @@ class KeyState:
             and self.breaker.state(now) is not State.OPEN
         )
 
-    def usable(self, now: float) -> bool:
-        """Whether a plain request may use the key now (also: no probe or first request holds it)."""
-        return self.disabled_reason is None and self.cooldown_until <= now and self.breaker.admits(now)
-
     def headroom(self, now: float) -> float:
         remaining = self.limits.remaining_tokens_minute
         reset = self.limits.reset_tokens_minute
@@ -146,7 +142,8 @@ class KeyPool:
         best.requests += 1
         self._picks += 1
         best.last_pick = self._picks
-        token = self._picks if best.breaker.take(now, self._picks) else 0
+        br = best.breaker
+        token = self._picks if (br.opens or not br.heard) and br.take(now, self._picks) else 0
         return Lease(best, cost, token=token, early=probing_early)
 
     def peek(self) -> str | None:
@@ -157,8 +154,11 @@ class KeyPool:
     def _best(self, now: float, exclude: Collection[str]) -> KeyState | None:
         best: KeyState | None = None
         best_rank: tuple[float, int, int] | None = None
-        for key in self.keys:
-            if not key.usable(now) or key.name in exclude:
+        for key in self.keys:  # usable by a plain request: no rest, no probe or first request out
+            if key.disabled_reason is not None or key.cooldown_until > now or key.name in exclude:
+                continue
+            br = key.breaker
+            if (br.opens or not br.heard) and not br.admits(now):
                 continue
             rank = (-key.headroom(now), key.in_flight, key.last_pick)
             if best_rank is None or rank < best_rank:
@@ -235,7 +235,9 @@ class KeyPool:
 
     def succeeded(self, lease: Lease, limits: RateLimits | None) -> None:
         key = lease.key
-        key.breaker.succeeded()
+        br = key.breaker
+        if br.errors or br.opens or br.undo is not None or not br.heard:  # (else nothing to change)
+            br.succeeded()
         self._observe(key, limits)
         self.release(lease)
 
@@ -253,7 +255,9 @@ class KeyPool:
         kind = err.kind
         if kind in FAULTS:
             key.error_count += 1
-            return key.breaker.failed(self.clock(), token, kind.value, answer=kind not in SILENT)
+            return key.breaker.failed(
+                self.clock(), token, kind.value, answer=kind not in SILENT, midstream=kind is Failure.MIDSTREAM
+            )
         key.breaker.answered()
         if kind is Failure.RATE_LIMITED:
             seconds = err.cooldown if err.cooldown is not None else self.default_cooldown
@@ -282,7 +286,8 @@ class KeyPool:
         lease.done = True
         lease.key.in_flight -= 1
         lease.key.reserved_tokens -= lease.cost
-        lease.key.breaker.settle(lease.token)
+        if lease.token:
+            lease.key.breaker.settle(lease.token)
 
     def cool(self, key: KeyState, seconds: float, reason: str) -> bool:
         """Rest a key until now+seconds; never shortens a rest already longer. True if extended."""
