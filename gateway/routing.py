@@ -265,7 +265,9 @@ class Router:
             await self.sleep(wait)
 
     @staticmethod
-    def _outlook(targets, given_up, done_with) -> tuple[Outlook, Upstream | None]:
+    def _outlook(
+        targets: Sequence[Upstream], given_up: dict[str, set[str]], done_with: set[str]
+    ) -> tuple[Outlook, Upstream | None]:
         """What keeps the request's candidates from it, and the upstream whose open breaker
         (no probe out) half-opens first."""
         total = Outlook()
@@ -280,7 +282,7 @@ class Router:
         return total, first_open
 
     @staticmethod
-    def _resting_notes(targets, given_up, done_with) -> list[str]:
+    def _resting_notes(targets: Sequence[Upstream], given_up: dict[str, set[str]], done_with: set[str]) -> list[str]:
         return [
             f"{up.name}/{note}"
             for up in targets
@@ -303,12 +305,14 @@ def next_step(o: Outlook, budget: float) -> tuple[Step, float]:
     (pure; see the module docstring). ``budget``: the seconds it may still wait for a rest to end
     or a probe to answer (``MAX_KEY_WAIT`` less what it has waited)."""
     rate = o.rate_limited if o.rate_limited is not None and o.rate_limited <= budget else None
+    if o.ready and budget > 0:
+        return Step.WAIT, HELD_POLL  # a key freed while the request walked past it: walk again
     if o.open is not None:
         if rate is not None and rate < o.open:
             return Step.WAIT, max(rate, MIN_ROUND_WAIT)  # a healthy key is back sooner
         return Step.PROBE, 0.0
-    if o.proving is not None or ((o.ready or o.probing is not None) and budget > 0):
-        # a key freed since it was passed over, or held until an answer: look again shortly
+    if o.proving is not None or (o.probing is not None and budget > 0):
+        # held until an answer: look again shortly
         return Step.WAIT, HELD_POLL if rate is None else min(HELD_POLL, max(rate, MIN_ROUND_WAIT))
     if rate is not None:
         return Step.WAIT, max(rate, MIN_ROUND_WAIT)  # a "retry after 0" must not turn into a busy loop

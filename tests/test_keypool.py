@@ -1,8 +1,8 @@
 """The key pool's decisions, with an injected clock: no sleeping."""
 import pytest
 
-from gateway.config import UpstreamKey
 from gateway.breaker import PROVING_HOLD
+from gateway.config import UpstreamKey
 from gateway.keypool import ERROR_REST, PAYMENT_REST, KeyPool, Outlook
 from gateway.providers.base import Failure, UpstreamError
 from gateway.ratelimits import RateLimits

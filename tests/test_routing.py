@@ -92,6 +92,8 @@ def test_final_error_names_resting_keys_from_notes():
         # a key freed while the request walked past it: look again, within MAX_KEY_WAIT
         (Outlook(ready=True), 1.0, Step.WAIT, HELD_POLL),
         (Outlook(ready=True), 0.0, Step.FAIL, 0.0),
+        (Outlook(ready=True, open=5.0), 1.0, Step.WAIT, HELD_POLL),  # the free key before a failing one
+        (Outlook(ready=True, open=5.0), 0.0, Step.PROBE, 0.0),
         # nothing will come back
         (Outlook(), 30.0, Step.FAIL, 0.0),
     ],
