@@ -12,12 +12,30 @@ order, moving on by the failure's kind:
 - 5xx, 503: one more key, then the next provider; timeouts and connection failures: the next
   provider at once (its keys share a host), or one more key when no provider follows.
 
-When nothing can serve now but a resting key will, the request waits (holding no lock) up to
-``MAX_KEY_WAIT`` and walks again. The final error's status follows the failures collected.
+When no candidate can take the request now, :func:`next_step` decides (pure). A request's
+*candidates* are the keys of the upstreams it may still use: not those it is done with (context
+too long, provider-wide faults), not keys that already failed it, and with
+``FALLBACK_ON_COOLDOWN=false`` nothing after the primary while the primary rests on a rate
+limit or its keys are being proven (a primary whose breakers are open is failing, not resting:
+errors fall back whatever that setting says). Then:
+
+1. some candidate rests only on its error breaker (open, no probe out): the one whose rest ends
+   first is tried at once, as an early probe, rather than answering with no attempt. One
+   exception: a candidate resting on a rate limit that is back sooner than that breaker would
+   half-open, and within ``MAX_KEY_WAIT``, is waited for instead (it is known to be healthy and
+   is known to come back; the failing key is only known to fail). A key is probed early at most
+   once per request;
+2. else the request waits (holding no lock) for the first rate-limited key back, up to
+   ``MAX_KEY_WAIT``, or polls a key held by its probe (up to ``MAX_KEY_WAIT`` as well) or by its
+   first request (up to ``breaker.PROVING_HOLD``, whatever ``MAX_KEY_WAIT`` says: that rule must
+   never fail a request), and walks again;
+3. else :func:`final_error`, whose status follows what was seen: rate limits give 429, failing
+   upstreams 503 ``upstream_unavailable``, both with Retry-After.
 """
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence, TypeVar
@@ -35,7 +53,7 @@ from .errors import (
     ServiceUnavailable,
     UpstreamPassthrough,
 )
-from .keypool import KeyPool, KeyState
+from .keypool import FAULTS, KeyPool, KeyState, Outlook
 from .providers.base import Completion, Failure, Provider, Stream, UpstreamError
 from .tokens import estimate_prompt_tokens, may_exceed
 
@@ -44,6 +62,7 @@ log = structlog.get_logger("gateway.routing")
 R = TypeVar("R")
 
 MIN_ROUND_WAIT = 0.1  # seconds between two passes over the same upstreams
+HELD_POLL = 0.05  # seconds between looks at a key held by its probe or its first request
 # 5xx/503: try this many keys of a provider, then the next provider. A timeout or a connection
 # failure moves on at once when another provider follows (every key shares the provider's host,
 # and a second timeout would double the client's wait); with no other provider, one more key.
@@ -175,6 +194,7 @@ class Router:
         done_with: set[str] = set()  # upstreams that cannot serve this request at all
         provider_errors: dict[str, int] = {}
         deadline = self.clock() + self.max_key_wait
+        probe: Upstream | None = None  # where next_step said to send an early probe
         while True:
             reached = targets
             for i, up in enumerate(targets):
@@ -182,9 +202,13 @@ class Router:
                     continue
                 tried: set[str] = set(given_up[up.name])
                 while True:
-                    lease = up.pool.acquire(exclude=tried, cost=cost)
+                    lease = up.pool.acquire(exclude=tried, cost=cost, early=up is probe)
                     if lease is None:
                         break
+                    if up is probe:
+                        probe = None
+                        if lease.early:
+                            given_up[up.name].add(lease.key.name)  # probed early once per request
                     tried.add(lease.key.name)
                     began = time.perf_counter_ns()
                     try:
@@ -238,56 +262,125 @@ class Router:
                         log.info("served_after_fallback", provider=up.name, failures=len(attempts), skipped=notes)
                     return Served(result, up, lease.key, attempts)
                 if not self.fallback_on_cooldown and up is self.upstreams[0] and up.name not in done_with:
-                    resting = up.pool.next_ready_in(exclude=given_up[up.name])
-                    if resting is not None and resting > 0:
+                    held = up.pool.outlook(exclude=given_up[up.name])
+                    if held.rate_limited is not None or held.proving is not None:
                         reached = targets[: i + 1]  # wait for this provider rather than fall back
                         break
-            wait = self._next_ready_in(reached, given_up, done_with)
-            if wait is None or self.clock() + wait > deadline:
-                raise final_error(attempts, wait, notes + self._resting_notes(reached, given_up, done_with))
-            wait = max(wait, MIN_ROUND_WAIT)  # a "retry after 0" must not turn into a busy loop
-            log.info("waiting_for_key", seconds=round(wait, 3))
+            missed, probe = probe is not None, None  # an early probe not sent: its key changed meanwhile
+            outlook, first_open = self._outlook(reached, given_up, done_with)
+            step, wait = next_step(outlook, deadline - self.clock())
+            if step is Step.PROBE and not missed:
+                probe = first_open
+                log.info("probing_early", provider=probe.name if probe else None)
+                continue
+            if step is Step.PROBE:
+                step, wait = Step.WAIT, HELD_POLL  # never a loop without an await
+            if step is Step.FAIL:
+                retry_in = [w for up in reached for w in [up.pool.next_ready_in()] if w is not None]
+                raise final_error(
+                    attempts,
+                    outlook,
+                    min(retry_in) if retry_in else None,
+                    notes + self._resting_notes(reached, given_up, done_with),
+                )
+            if wait > HELD_POLL:  # (not each poll of a held key)
+                log.info("waiting_for_key", seconds=round(wait, 3))
             await self.sleep(wait)
 
     @staticmethod
-    def _next_ready_in(targets, given_up, done_with) -> float | None:
-        waits = [
-            w
-            for up in targets
-            if up.name not in done_with
-            for w in [up.pool.next_ready_in(exclude=given_up[up.name])]
-            if w is not None
-        ]
-        return min(waits) if waits else None
-
-    @staticmethod
-    def _resting_notes(targets, given_up, done_with) -> list[str]:
-        notes = []
+    def _outlook(
+        targets: Sequence[Upstream], given_up: dict[str, set[str]], done_with: set[str]
+    ) -> tuple[Outlook, Upstream | None]:
+        """What keeps the request's candidates from it, and the upstream whose open breaker
+        (no probe out) half-opens first."""
+        total = Outlook()
+        first_open: Upstream | None = None
         for up in targets:
             if up.name in done_with:
                 continue
-            w = up.pool.next_ready_in(exclude=given_up[up.name])
-            if w is not None and w > 0:
-                notes.append(f"{up.name}: every key resting ({w:.1f}s left)")
-        return notes
+            o = up.pool.outlook(exclude=given_up[up.name])
+            if o.open is not None and (total.open is None or o.open < total.open):
+                first_open = up
+            total = total.merge(o)
+        return total, first_open
+
+    @staticmethod
+    def _resting_notes(targets: Sequence[Upstream], given_up: dict[str, set[str]], done_with: set[str]) -> list[str]:
+        return [
+            f"{up.name}/{note}"
+            for up in targets
+            if up.name not in done_with
+            for note in up.pool.resting(exclude=given_up[up.name])
+        ]
 
 
-def final_error(attempts: Sequence[Attempt], wait: float | None, notes: Sequence[str] = ()) -> GatewayError:
-    """The error a client gets when nothing could serve: its status follows what was seen."""
+NOTHING_RESTING = Outlook()
+
+
+class Step(enum.Enum):
+    PROBE = "probe"  # try the candidate whose breaker half-opens first, now
+    WAIT = "wait"  # sleep, then walk again
+    FAIL = "fail"  # answer with final_error
+
+
+def next_step(o: Outlook, budget: float) -> tuple[Step, float]:
+    """What a request does when none of its candidates can take it now, and how long it sleeps
+    (pure; see the module docstring). ``budget``: the seconds it may still wait for a rest to end
+    or a probe to answer (``MAX_KEY_WAIT`` less what it has waited)."""
+    rate = o.rate_limited if o.rate_limited is not None and o.rate_limited <= budget else None
+    if o.ready and budget > 0:
+        return Step.WAIT, HELD_POLL  # a key freed while the request walked past it: walk again
+    if o.open is not None:
+        if rate is not None and rate < o.open:
+            return Step.WAIT, max(rate, MIN_ROUND_WAIT)  # a healthy key is back sooner
+        return Step.PROBE, 0.0
+    if o.proving is not None or (o.probing is not None and budget > 0):
+        # held until an answer: look again shortly
+        return Step.WAIT, HELD_POLL if rate is None else min(HELD_POLL, max(rate, MIN_ROUND_WAIT))
+    if rate is not None:
+        return Step.WAIT, max(rate, MIN_ROUND_WAIT)  # a "retry after 0" must not turn into a busy loop
+    return Step.FAIL, 0.0
+
+
+def final_error(
+    attempts: Sequence[Attempt],
+    outlook: Outlook = NOTHING_RESTING,
+    retry_in: float | None = None,
+    notes: Sequence[str] = (),
+) -> GatewayError:
+    """The error a client gets when nothing could serve: its status follows what was seen (pure).
+
+    ``outlook``: what keeps the request's remaining candidates off; ``retry_in``: seconds until
+    the first key of its upstreams is out of its rests (rate limit or breaker), whatever its state
+    for this request. A rate limit anywhere gives 429 (backing off is what helps, and SDKs retry
+    it); upstreams failing (faults, or breakers open or probing) give 503 ``upstream_unavailable``;
+    both carry Retry-After: the rate limit's end, or when the first key may be tried again.
+    """
     parts = [f"{a.upstream}/{a.key}: {a.error.kind.value} ({a.error.message[:80]})" for a in attempts]
     parts += notes
     detail = "; ".join(parts) if parts else "every upstream key is resting"
     kinds = {a.error.kind for a in attempts}
-    if wait is not None:  # something will be able to serve later: tell the client when
-        return RateLimited(f"all upstreams are rate limited; retry after {wait:.1f}s. {detail}", retry_after=wait)
-    if kinds == {Failure.CONTEXT_LENGTH}:
+    resting_on_errors = outlook.open is not None or outlook.probing is not None
+    failing = bool(kinds & FAULTS) or resting_on_errors
+    again = 1.0 if retry_in is None else retry_in
+    rate = outlook.rate_limited
+    if rate is None and Failure.RATE_LIMITED in kinds:
+        rate = again  # a 429 that set no rest (or one that is already over)
+    if rate is not None:  # something will be able to serve later: tell the client when
+        if failing:
+            wait = min(rate, again)
+            return RateLimited(f"upstreams are rate limited or failing; retry after {wait:.1f}s. {detail}",
+                               retry_after=wait)
+        return RateLimited(f"all upstreams are rate limited; retry after {rate:.1f}s. {detail}", retry_after=rate)
+    if kinds == {Failure.CONTEXT_LENGTH} and not resting_on_errors:
         return InvalidRequest(
             f"the request is too long for every upstream's context window. {detail}", code="context_length_exceeded"
         )
-    if kinds and kinds <= {Failure.TIMEOUT}:
+    if kinds and kinds <= {Failure.TIMEOUT} and not resting_on_errors:
         return GatewayTimeout(f"every upstream timed out. {detail}")
-    if kinds & {Failure.RATE_LIMITED, Failure.OVERLOADED}:
-        return ServiceUnavailable(f"no upstream can serve now. {detail}", retry_after=1.0)
+    if failing:
+        return ServiceUnavailable(f"upstreams failing; retry after {again:.1f}s. {detail}",
+                                  code="upstream_unavailable", retry_after=again)
     if not attempts:
         return ServiceUnavailable(f"no upstream key is usable (all disabled; see /_status). {detail}")
     return BadGateway(f"no upstream could serve the request. {detail}")

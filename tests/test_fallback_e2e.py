@@ -295,3 +295,103 @@ async def test_read_timeouts_are_per_provider(chain, fake):
     assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "synthetic"
     assert (await resp.json())["choices"][0]["message"]["content"] == "slow but fine"
     assert chain.zai.received == []
+
+
+async def breaker_of(client, provider: str, key: str) -> dict:
+    status = await (await client.get("/_status")).json()
+    keys = next(p for p in status["providers"] if p["name"] == provider)["keys"]
+    return next(k for k in keys if k["name"] == key)["breaker"]
+
+
+BOOM = {"error": {"message": "boom", "type": "server_error"}}
+
+
+async def test_every_breaker_open_probes_the_first_to_half_open_rather_than_refuse(chain):
+    """The issue's case: single-key providers resting on errors. The request tries one, at once."""
+    chain.synthetic.default = fakes.error(500, BOOM)
+    chain.zai.default = fakes.error(500, BOOM)
+    client = await chain({"CEREBRAS_API_KEYS": "", "MAX_KEY_WAIT": "0"})
+    for _ in range(3):
+        resp = await post(client)
+        assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert error["code"] == "upstream_unavailable" and error["type"] == "api_error"
+    assert error["message"].startswith("upstreams failing")
+    assert "synthetic/key1: server" in error["message"] and "zai/key1: server" in error["message"]
+    assert resp.headers["Retry-After"] == "5"  # when the first breaker half-opens
+    for provider in ("synthetic", "zai"):
+        assert (await breaker_of(client, provider, "key1"))["state"] == "open"
+    chain.synthetic.default = fakes.ok("back")
+    chain.zai.default = fakes.ok("back")
+    resp = await post(client)
+    assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "synthetic"  # its rest ends first
+    assert (len(chain.synthetic.received), len(chain.zai.received)) == (4, 3)
+    assert (await breaker_of(client, "synthetic", "key1"))["state"] == "closed"
+    assert (await breaker_of(client, "zai", "key1"))["state"] == "open"
+
+
+async def test_failing_early_probe_moves_to_the_next_breaker(chain):
+    chain.synthetic.default = fakes.error(500, BOOM)
+    chain.zai.default = fakes.error(500, BOOM)
+    client = await chain({"CEREBRAS_API_KEYS": "", "MAX_KEY_WAIT": "0"})
+    for _ in range(3):
+        await post(client)
+    chain.zai.default = fakes.ok("zai is back")
+    resp = await post(client)
+    assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "zai"
+    assert (len(chain.synthetic.received), len(chain.zai.received)) == (4, 4)  # one probe each
+    assert (await breaker_of(client, "synthetic", "key1"))["open_for"] > 5  # its probe failed: longer
+    # the next request finds synthetic open (its probe spent), zai closed: zai, no probe
+    resp = await post(client)
+    assert resp.headers["X-Gateway-Provider"] == "zai" and len(chain.synthetic.received) == 4
+
+
+@pytest.mark.parametrize("max_key_wait, provider", [("5", "cerebras"), ("0", "synthetic")])
+async def test_rate_limited_key_back_sooner_is_waited_for_else_a_failing_one_is_probed(
+    chain, fake, max_key_wait, provider
+):
+    """Cerebras rests on 429s for 0.3 s, Synthetic and Z.ai on their breakers for 5 s: within
+    MAX_KEY_WAIT the request waits for the healthy key; with no wait allowed it probes Synthetic."""
+    fake.default = fakes.error(503, SERVER_503)
+    chain.synthetic.default = fakes.error(500, BOOM)
+    chain.zai.default = fakes.error(500, BOOM)
+    client = await chain({"MAX_KEY_WAIT": max_key_wait})
+    for _ in range(3):  # two Cerebras keys, Synthetic and Z.ai fail each
+        assert (await post(client)).status == 503
+    assert (await breaker_of(client, "synthetic", "key1"))["state"] == "open"
+    assert {(await breaker_of(client, "cerebras", k))["state"] for k in ("k1", "k2", "k3")} == {"closed"}
+    all_cerebras_keys(fake, fakes.rate_limited(reset_tokens_minute=0.3))
+    fake.default = fakes.ok()
+    chain.synthetic.default = fakes.ok()
+    resp = await post(client)
+    assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == provider
+    assert len(chain.synthetic.received) == (3 if provider == "cerebras" else 4)
+    assert len(chain.zai.received) == 3
+
+
+async def test_fallback_off_still_falls_back_from_a_failing_primary(chain, fake):
+    """FALLBACK_ON_COOLDOWN=false holds requests for a rate-limited Cerebras, not a failing one."""
+    fake.default = fakes.error(500, BOOM)
+    client = await chain({"CEREBRAS_API_KEYS": json.dumps({"k1": K1}), "FALLBACK_ON_COOLDOWN": "false",
+                          "MAX_KEY_WAIT": "0"})
+    for _ in range(5):
+        resp = await post(client)
+        assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "synthetic"
+    assert len(fake.received) == 3  # three faults opened its breaker; then it rests
+    assert (await breaker_of(client, "cerebras", "k1"))["state"] == "open"
+
+
+async def test_a_burst_on_a_key_never_heard_from_falls_back_not_onto_it(chain, fake):
+    """A single Cerebras key answering 401 slowly: of five requests at once it gets one; the rest
+    go down the chain (and wait for Synthetic's first answer rather than fail)."""
+
+    async def slow_401(request, body):
+        await asyncio.sleep(0.2)
+        return await fakes.error(401, {"message": "Wrong API Key", "type": "x", "code": "wrong_api_key"})(request, body)
+
+    fake.default = slow_401
+    client = await chain({"CEREBRAS_API_KEYS": json.dumps({"k1": K1})})
+    responses = await asyncio.gather(*(post(client) for _ in range(5)))
+    assert [r.status for r in responses] == [200] * 5
+    assert len(fake.received) == 1
+    assert {r.headers["X-Gateway-Provider"] for r in responses} <= {"synthetic", "zai"}

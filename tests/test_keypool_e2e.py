@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from tests import fakes
-from tests.conftest import CHAT, UPSTREAM_KEYS
+from tests.conftest import CHAT, UPSTREAM_KEYS, eventually
 
 K1, K2, K3 = UPSTREAM_KEYS["k1"], UPSTREAM_KEYS["k2"], UPSTREAM_KEYS["k3"]
 
@@ -163,11 +163,13 @@ async def test_completion_tokens_are_capped(gateway, fake):
     assert sent[2]["max_completion_tokens"] == 4096
 
 
-async def test_unreachable_upstream_gives_502_after_two_keys(gateway, fake, unused_tcp_port):
+async def test_unreachable_upstream_gives_503_after_two_keys(gateway, fake, unused_tcp_port):
     client = await gateway({"CEREBRAS_BASE_URL": f"http://127.0.0.1:{unused_tcp_port}/v1"})
     resp = await client.post("/v1/chat/completions", json=CHAT)
-    assert resp.status == 502
-    message = (await resp.json())["error"]["message"]
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"  # k3 has not failed: try again soon
+    error = (await resp.json())["error"]
+    assert error["code"] == "upstream_unavailable" and error["message"].startswith("upstreams failing")
+    message = error["message"]
     assert "cerebras/k1: connection" in message and "cerebras/k2: connection" in message
     assert "k3" not in message  # the keys share the host: two failed connections are enough
 
@@ -177,7 +179,8 @@ async def test_server_errors_try_two_keys_at_most(gateway, fake):
         fake.script(key, fakes.error(500, {"message": "internal", "type": "server_error", "code": None}))
     client = await gateway()
     resp = await client.post("/v1/chat/completions", json=CHAT)
-    assert resp.status == 502
+    assert resp.status == 503 and "Retry-After" in resp.headers
+    assert (await resp.json())["error"]["code"] == "upstream_unavailable"
     assert fake.keys_used() == [K1, K2]
 
 
@@ -228,3 +231,102 @@ async def test_50_concurrent_requests_while_keys_flip_to_429(gateway, fake):
     assert set(fake.keys_used()[before:]) == {K3}
     served = [r.key for r in fake.received].count(K3)
     assert served >= 100
+
+
+class Clock:
+    """The gateway's clock, moved by the test (key rests and breakers read it)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def delayed(reply, seconds: float = 0.2):
+    async def slow(request, body):
+        await asyncio.sleep(seconds)
+        return await reply(request, body)
+
+    return slow
+
+
+def held(reply, gate: asyncio.Event):
+    async def wait_then(request, body):
+        await gate.wait()
+        return await reply(request, body)
+
+    return wait_then
+
+
+WRONG_KEY = {"message": "Wrong API Key", "type": "invalid_request_error", "param": "api_key", "code": "wrong_api_key"}
+INTERNAL = {"message": "internal", "type": "server_error", "code": None}
+
+
+async def test_401_key_gets_one_request_when_five_arrive_at_once(gateway, fake):
+    """A key never heard from takes one request until its first answer: the burst goes elsewhere."""
+    fake.script(K1, delayed(fakes.error(401, WRONG_KEY)))
+    fake.default = delayed(fakes.ok())
+    client = await gateway()
+    responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=CHAT) for _ in range(5)))
+    assert [r.status for r in responses] == [200] * 5  # none failed for the rule
+    used = fake.keys_used()
+    assert used.count(K1) == 1
+    assert used.count(K2) + used.count(K3) == 5
+    keys = await status_keys(client)
+    assert keys["k1"]["disabled_reason"] and keys["k2"]["heard_from"] and keys["k3"]["heard_from"]
+
+
+async def test_breaker_opens_rests_and_one_probe_closes_it(gateway, fake):
+    clock = Clock()
+    fake.script(K1, *[fakes.error(500, INTERNAL)] * 3)
+    client = await gateway(clock=clock)
+    for _ in range(10):
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status == 200
+        if (await status_keys(client))["k1"]["breaker"]["state"] == "open":
+            break
+    assert fake.keys_used().count(K1) == 3
+    k1 = (await status_keys(client))["k1"]
+    assert k1["breaker"] == {"state": "open", "open_for": 5.0, "consecutive_errors": 3, "probe_in_flight": False,
+                             "reason": "3 errors in a row (server)"}
+    assert (k1["available"], k1["rate_limited_for"], k1["cooldown_reason"]) == (False, 0.0, None)  # no rate limit
+    before = len(fake.received)
+    for _ in range(6):
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status == 200
+    assert K1 not in fake.keys_used()[before:]  # resting
+
+    clock.t += 5.0  # the rest is over: half-open
+    gate = asyncio.Event()
+    fake.script(K1, held(fakes.ok("probe"), gate))
+    before = len(fake.received)
+    burst = [asyncio.ensure_future(client.post("/v1/chat/completions", json=CHAT)) for _ in range(5)]
+    await eventually(lambda: sum(t.done() for t in burst) == 4)  # four served elsewhere, the probe held
+    assert fake.keys_used()[before:].count(K1) == 1  # exactly one probe
+    k1 = (await status_keys(client))["k1"]["breaker"]
+    assert (k1["state"], k1["probe_in_flight"]) == ("half_open", True)
+    gate.set()
+    responses = await asyncio.gather(*burst)
+    assert [r.status for r in responses] == [200] * 5
+    assert sum([(await r.json())["choices"][0]["message"]["content"] == "probe" for r in responses]) == 1
+    k1 = (await status_keys(client))["k1"]["breaker"]
+    assert (k1["state"], k1["consecutive_errors"], k1["probe_in_flight"]) == ("closed", 0, False)
+    before = len(fake.received)
+    for _ in range(3):
+        await client.post("/v1/chat/completions", json=CHAT)
+    assert K1 in fake.keys_used()[before:]  # back in rotation
+
+
+async def test_failed_probe_reopens_the_breaker_for_longer(gateway, fake):
+    clock = Clock()
+    fake.script(K1, *[fakes.error(500, INTERNAL)] * 4)
+    client = await gateway(clock=clock)
+    for _ in range(10):
+        await client.post("/v1/chat/completions", json=CHAT)
+        if (await status_keys(client))["k1"]["breaker"]["state"] == "open":
+            break
+    clock.t += 5.0
+    for _ in range(3):  # the probe lands on k1 (most headroom, least recently used)
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status == 200
+    assert fake.keys_used().count(K1) == 4
+    k1 = (await status_keys(client))["k1"]["breaker"]
+    assert (k1["state"], k1["open_for"], k1["consecutive_errors"]) == ("open", 10.0, 4)

@@ -124,13 +124,13 @@ async def test_failed_chat_requests_carry_an_error_type(gateway, fake):
         fake.script(key, fakes.error(500), fakes.error(500))
     client = await gateway()
     resp = await client.post(CHAT_PATH, json=CHAT)
-    assert resp.status == 502
+    assert resp.status == 503
     assert "X-Gateway-Overhead-Ms" in resp.headers  # proxied, though it failed
     series = await scrape(client)
     assert value(series, "gen_ai_client_operation_duration_seconds_count", gen_ai_provider_name="",
-                 error_type="502") == 1
+                 error_type="503") == 1
     assert value(series, "glm_gateway_upstream_attempts_total", provider="cerebras", outcome="server") >= 2
-    assert value(series, "glm_gateway_requests_total", route=CHAT_PATH, status="502", provider="") == 1
+    assert value(series, "glm_gateway_requests_total", route=CHAT_PATH, status="503", provider="") == 1
 
 
 async def test_in_flight_requests_and_streams(gateway, fake):
