@@ -67,7 +67,7 @@ class KeyStore:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> "KeyStore":
+    async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> KeyStore:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout)
