@@ -15,7 +15,7 @@ from ..chat import ChatRequest
 from ..config import ProviderConfig, Timeouts
 from ..httpclient import Endpoint, HTTPClient, HTTPError, Response, Timeout, encode_headers
 from ..ratelimits import parse_rate_limits, rate_limit_cooldown
-from ..sse import SSESplitter
+from ..sse import EventTooLarge, SSESplitter
 from .base import Completion, Failure, Stream, UpstreamError
 
 USER_AGENT = f"glm-gateway/{__version__}"
@@ -210,5 +210,7 @@ async def _relay_events(resp: Response) -> AsyncIterator[bytes]:
         raise UpstreamError(Failure.MIDSTREAM, "upstream stream stalled (read timeout)") from None
     except HTTPError as e:
         raise UpstreamError(Failure.MIDSTREAM, f"upstream stream broke: {e}") from None
+    except EventTooLarge as e:
+        raise UpstreamError(Failure.MIDSTREAM, str(e)) from None
     finally:
         resp.close()
