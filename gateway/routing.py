@@ -36,6 +36,7 @@ from .errors import (
 )
 from .keypool import KeyPool, KeyState
 from .providers.base import Completion, Failure, Provider, Stream, UpstreamError
+from .sse import has_data
 from .tokens import estimate_prompt_tokens, may_exceed
 
 log = structlog.get_logger("gateway.routing")
@@ -138,23 +139,25 @@ class Router:
         return await self._walk(req, call)
 
     async def open_stream(self, req: ChatRequest) -> Served:
-        """An open stream whose first chunk has arrived: ``result`` is ``(stream, first_chunk)``.
-        Until that chunk, nothing has reached the client, so any failure moves on invisibly."""
+        """An open stream whose first data has arrived: ``result`` is ``(stream, first_chunk)``.
+        Until that chunk, nothing has reached the client, so any failure moves on invisibly.
+        Chunks before it holding no data (keep-alive comments, a lone ``[DONE]``) are dropped,
+        and a stream that ends with no data is a failure: the client never gets an empty answer."""
 
         async def call(up: Upstream, secret: str) -> tuple[tuple[Stream, bytes], object]:
             stream = await up.provider.chat_stream(req, secret)
             try:
-                first = await stream.events.__anext__()
-            except StopAsyncIteration:
-                await stream.aclose()
-                raise UpstreamError(Failure.SERVER, "upstream closed the stream before any event") from None
+                async for first in stream.events:
+                    if has_data(first):
+                        return (stream, first), stream.rate_limits
             except UpstreamError as e:
                 await stream.aclose()
                 raise UpstreamError(Failure.CONNECTION, e.message) from None
             except BaseException:
                 await stream.aclose()
                 raise
-            return (stream, first), stream.rate_limits
+            await stream.aclose()
+            raise UpstreamError(Failure.SERVER, "upstream sent an empty stream")
 
         return await self._walk(req, call)
 
