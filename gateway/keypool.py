@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
 from .config import UpstreamKey
+from .logs import shorten
 from .providers.base import Failure, UpstreamError
 from .ratelimits import RateLimits
 
@@ -140,7 +141,7 @@ class KeyPool:
             return self.cool(key, seconds, err.cooldown_reason or "rate limited")
         if kind is Failure.AUTH:
             changed = key.disabled_reason is None
-            key.disabled_reason = f"upstream answered {err.status}: {err.message[:120]}"
+            key.disabled_reason = f"upstream answered {err.status}: {shorten(err.message, 120)}"
             key.error_count += 1
             return changed
         if kind is Failure.PAYMENT:

@@ -35,6 +35,7 @@ from .errors import (
     UpstreamPassthrough,
 )
 from .keypool import KeyPool, KeyState
+from .logs import shorten
 from .providers.base import Completion, Failure, Provider, Stream, UpstreamError
 from .sse import has_data
 from .tokens import estimate_prompt_tokens, may_exceed
@@ -191,7 +192,7 @@ class Router:
                             upstream_key=lease.key.name,
                             kind=e.kind.value,
                             status=e.status,
-                            detail=e.message[:200],
+                            detail=shorten(e.message, 200),
                             key_state_changed=changed,
                         )
                         if e.kind is Failure.CLIENT:
@@ -254,7 +255,7 @@ class Router:
 
 def final_error(attempts: Sequence[Attempt], wait: float | None, notes: Sequence[str] = ()) -> GatewayError:
     """The error a client gets when nothing could serve: its status follows what was seen."""
-    parts = [f"{a.upstream}/{a.key}: {a.error.kind.value} ({a.error.message[:80]})" for a in attempts]
+    parts = [f"{a.upstream}/{a.key}: {a.error.kind.value} ({shorten(a.error.message, 80)})" for a in attempts]
     parts += notes
     detail = "; ".join(parts) if parts else "every upstream key is resting"
     kinds = {a.error.kind for a in attempts}

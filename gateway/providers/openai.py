@@ -14,6 +14,7 @@ from .. import __version__
 from ..chat import ChatRequest
 from ..config import ProviderConfig, Timeouts
 from ..httpclient import Endpoint, HTTPClient, HTTPError, Response, Timeout, encode_headers
+from ..logs import shorten
 from ..ratelimits import parse_rate_limits, rate_limit_cooldown
 from ..sse import EventTooLarge, SSESplitter
 from .base import Completion, Failure, Stream, UpstreamError
@@ -59,7 +60,7 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
             code = inner.get("code")
             typ = inner.get("type")
             return str(message), str(typ) if typ is not None else None, str(code) if code is not None else None
-    text = body[:200].decode("utf-8", "replace").strip()
+    text = shorten(body[:4096].decode("utf-8", "replace").strip(), 200)  # an echoed key: never half of one
     return text, None, None
 
 
@@ -82,7 +83,7 @@ def map_error(
     """Classify an upstream error answer in the terms routing acts on."""
     message, typ, code = error_fields(body)
     limits = parse_rate_limits(headers)
-    summary = f"{status} {message[:160]}".strip()
+    summary = f"{status} {shorten(message, 160)}".strip()
     common = dict(status=status, body=body, content_type=content_type, rate_limits=limits)
     if status == 429:
         now = time.time() if now_epoch is None else now_epoch
