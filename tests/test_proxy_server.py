@@ -45,7 +45,7 @@ def test_bad_settings_stop_with_one_line(env, names):
     assert result.stderr.strip().count("\n") == 0
 
 
-def test_an_unusable_key_db_leaves_no_thread_to_call_a_closed_loop(monkeypatch):
+def test_an_unusable_key_db_leaves_no_thread_to_call_a_closed_loop(monkeypatch, tmp_path):
     """The root of the flaky INCOMING_KEY_DB exit: aiosqlite's worker outlived a failed open and
     called back into the closed loop ("Event loop is closed" on stderr, some runs in ten)."""
     crashes: list = []
@@ -53,6 +53,13 @@ def test_an_unusable_key_db_leaves_no_thread_to_call_a_closed_loop(monkeypatch):
 
     def workers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name and t.is_alive()]
+
+    async def an_open_store_has_a_worker() -> None:
+        store = await KeyStore.open(tmp_path / "k.db")
+        assert workers()  # the test can see the thread it looks for
+        await store.close()
+
+    asyncio.run(an_open_store_has_a_worker())
 
     async def open_then_look() -> list[threading.Thread]:
         with pytest.raises(sqlite3.OperationalError):
