@@ -60,7 +60,8 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
             code = inner.get("code")
             typ = inner.get("type")
             return str(message), str(typ) if typ is not None else None, str(code) if code is not None else None
-    text = shorten(body[:4096].decode("utf-8", "replace").strip(), 200)  # an echoed key: never half of one
+    # scrubbed before the cut, so an echoed key is never half kept; 4 KiB bounds the decoding
+    text = shorten(body[:4096].decode("utf-8", "replace").strip(), 200)
     return text, None, None
 
 
