@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from .breaker import ERRORS_TO_OPEN, FIRST_REST, MAX_REST, Breaker, Hold, State
 from .config import UpstreamKey
+from .logs import shorten
 from .providers.base import Failure, UpstreamError
 from .ratelimits import RateLimits
 
@@ -264,7 +265,7 @@ class KeyPool:
             return self.cool(key, seconds, err.cooldown_reason or "rate limited")
         if kind is Failure.AUTH:
             changed = key.disabled_reason is None
-            key.disabled_reason = f"upstream answered {err.status}: {err.message[:120]}"
+            key.disabled_reason = f"upstream answered {err.status}: {shorten(err.message, 120)}"
             key.error_count += 1
             return changed
         if kind is Failure.PAYMENT:

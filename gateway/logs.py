@@ -1,7 +1,9 @@
 """structlog -> JSON lines on stdout and in a size-rotated file, written off the event loop.
 
-Lines are rendered on the loop and queued; one writer thread writes them in batches. A redaction
-processor removes upstream secrets, client keys and bearer tokens from every value.
+Lines are rendered on the loop and queued; one writer thread writes them in batches. One process
+redactor (``configure()``'s secrets) removes upstream secrets, client keys and bearer tokens from
+every value, nested ones too; ``redact()`` and ``shorten()`` give it to text bound elsewhere (an
+error a client sees), and a message is scrubbed before it is cut, so a cut never keeps part of a key.
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ def _key_shaped(value: str) -> bool:
     return "sk-" in low or "bearer" in low
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+MAX_DEPTH = 8  # levels of nesting scrubbed item by item; deeper, as the text the renderer prints
+
+
 class Redactor:
     """A structlog processor that replaces known secrets and key-shaped strings with ``****``."""
 
@@ -54,10 +60,32 @@ class Redactor:
             value = _PATTERNS.sub(REDACTED, value)
         return value
 
+    def scrub_value(self, value: Any, depth: int = 0) -> Any:
+        """``value`` with every string in it scrubbed. Dicts, lists, tuples and sets are copied
+        (the caller's objects stay as they were) down to ``MAX_DEPTH`` levels; bytes are decoded;
+        anything else, or deeper, becomes the text the log renderer would print, scrubbed."""
+        cls = value.__class__
+        if cls is str:
+            return self.scrub(value)
+        if cls in _SCALARS:
+            return value
+        if depth < MAX_DEPTH:
+            depth += 1
+            if isinstance(value, dict):
+                return {self.scrub(str(k)): self.scrub_value(v, depth) for k, v in value.items()}
+            if isinstance(value, (list, tuple, set, frozenset)):
+                return [self.scrub_value(v, depth) for v in value]
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self.scrub(bytes(value).decode("utf-8", "replace"))
+        return self.scrub(str(value))
+
     def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
         for k, v in event.items():
-            if isinstance(v, str):
+            cls = v.__class__
+            if cls is str:
                 event[k] = self.scrub(v)
+            elif cls not in _SCALARS:
+                event[k] = self.scrub_value(v)
         return event
 
 
@@ -184,11 +212,29 @@ def add_request_id(logger: Any, method: str, event: dict[str, Any]) -> dict[str,
 
 
 class _Access:
-    """What ``access()`` writes to; set by ``configure()``."""
+    """What ``access()`` writes to, and the process redactor; set by ``configure()``."""
 
     writer: LineWriter | None = None
     redactor = Redactor()
     min_level = logging.INFO
+
+
+def redact(text: str) -> str:
+    """``text`` without the process's secrets (those ``configure()`` was given) or key-shaped
+    strings: for text that leaves the gateway by another way than a log line (an error's message)."""
+    return _Access.redactor.scrub(text)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` scrubbed, then cut to ``limit`` characters: a cut never keeps part of a secret,
+    which the redactor, matching whole secrets, would let through."""
+    text = _Access.redactor.scrub(text)
+    return text if len(text) <= limit else text[:limit]
+
+
+def redact_event(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The structlog processor: the process redactor over every value of the line."""
+    return _Access.redactor(logger, method, event)
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -219,8 +265,18 @@ def access(event: str, level: str, fields: dict[str, Any]) -> None:
     if _LEVELS[level] < _Access.min_level:
         return
     redactor = _Access.redactor
-    texts = [v for v in fields.values() if v.__class__ is str]
-    if texts and redactor.suspects("\0".join(texts)):  # one look at all values; scrub only then
+    texts = []
+    nested = False
+    for v in fields.values():
+        cls = v.__class__
+        if cls is str:
+            texts.append(v)
+        elif cls not in _SCALARS:
+            nested = True
+    if nested:  # rare: a list, a dict, an object; look inside
+        for k, v in fields.items():
+            fields[k] = redactor.scrub_value(v)
+    elif texts and redactor.suspects("\0".join(texts)):  # one look at all values; scrub only then
         for k, v in fields.items():
             if v.__class__ is str:
                 fields[k] = redactor.scrub(v)
@@ -244,7 +300,7 @@ def configure(level: str = "INFO", log_dir: Path | None = None, secrets: Iterabl
     _Access.redactor = Redactor(secrets)
     _Access.min_level = logging.getLevelName(level)
     structlog.configure(
-        processors=processors(secrets),
+        processors=processors(),
         logger_factory=lambda *args: logger,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=cache,
@@ -252,12 +308,12 @@ def configure(level: str = "INFO", log_dir: Path | None = None, secrets: Iterabl
     return writer
 
 
-def processors(secrets: Iterable[str] = ()) -> list:
+def processors() -> list:
     return [
         add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        Redactor(secrets),
+        redact_event,
         structlog.processors.JSONRenderer(serializer=_dumps),
     ]

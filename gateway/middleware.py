@@ -25,7 +25,7 @@ from .errors import (
     should_retry,
     upstream_error_body,
 )
-from .logs import REQUEST_ID, access
+from .logs import REQUEST_ID, access, redact
 from .state import CORS, KEYSTORE, LIVE, RECORDERS, SETTINGS
 
 log = structlog.get_logger("gateway.http")
@@ -139,6 +139,7 @@ def error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
     except UpstreamPassthrough as e:
         ctx.provider = e.provider
         body = upstream_error_body(e.status, e.body)
+        body["error"]["message"] = redact(body["error"]["message"])  # an upstream may echo a key
         ctx.error_type, ctx.error_code = body["error"]["type"], body["error"]["code"]
         headers = {PROVIDER_HEADER: e.provider}
         if not should_retry(e.status):

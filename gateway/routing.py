@@ -54,7 +54,9 @@ from .errors import (
     UpstreamPassthrough,
 )
 from .keypool import FAULTS, KeyPool, KeyState, Outlook
+from .logs import shorten
 from .providers.base import Completion, Failure, Provider, Stream, UpstreamError
+from .sse import has_data
 from .tokens import estimate_prompt_tokens, may_exceed
 
 log = structlog.get_logger("gateway.routing")
@@ -159,23 +161,25 @@ class Router:
         return await self._walk(req, call, ctx or RequestContext("-", "", ""))
 
     async def open_stream(self, req: ChatRequest, ctx: RequestContext | None = None) -> Served:
-        """An open stream whose first chunk has arrived: ``result`` is ``(stream, first_chunk)``.
-        Until that chunk, nothing has reached the client, so any failure moves on invisibly."""
+        """An open stream whose first data has arrived: ``result`` is ``(stream, first_chunk)``.
+        Until that chunk, nothing has reached the client, so any failure moves on invisibly.
+        Chunks before it holding no data (keep-alive comments, a lone ``[DONE]``) are dropped,
+        and a stream that ends with no data is a failure: the client never gets an empty answer."""
 
         async def call(up: Upstream, secret: str) -> tuple[tuple[Stream, bytes], object]:
             stream = await up.provider.chat_stream(req, secret)
             try:
-                first = await stream.events.__anext__()
-            except StopAsyncIteration:
-                await stream.aclose()
-                raise UpstreamError(Failure.SERVER, "upstream closed the stream before any event") from None
+                async for first in stream.events:
+                    if has_data(first):
+                        return (stream, first), stream.rate_limits
             except UpstreamError as e:
                 await stream.aclose()
                 raise UpstreamError(Failure.CONNECTION, e.message) from None
             except BaseException:
                 await stream.aclose()
                 raise
-            return (stream, first), stream.rate_limits
+            await stream.aclose()
+            raise UpstreamError(Failure.SERVER, "upstream sent an empty stream")
 
         return await self._walk(req, call, ctx or RequestContext("-", "", ""))
 
@@ -217,7 +221,7 @@ class Router:
                         ended = time.perf_counter_ns()
                         ctx.upstream_ns += ended - began
                         ctx.add_attempt(AttemptRecord(up.name, lease.key.name, e.kind.value, e.status,
-                                                      (ended - began) // 1000 / 1000, e.message[:200]))
+                                                      (ended - began) // 1000 / 1000, shorten(e.message, 200)))
                         changed = up.pool.failed(lease, e)
                         attempts.append(Attempt(up.name, lease.key.name, e))
                         log.warning(
@@ -226,7 +230,7 @@ class Router:
                             upstream_key=lease.key.name,
                             kind=e.kind.value,
                             status=e.status,
-                            detail=e.message[:200],
+                            detail=shorten(e.message, 200),
                             key_state_changed=changed,
                         )
                         if e.kind is Failure.CLIENT:
@@ -356,7 +360,7 @@ def final_error(
     it); upstreams failing (faults, or breakers open or probing) give 503 ``upstream_unavailable``;
     both carry Retry-After: the rate limit's end, or when the first key may be tried again.
     """
-    parts = [f"{a.upstream}/{a.key}: {a.error.kind.value} ({a.error.message[:80]})" for a in attempts]
+    parts = [f"{a.upstream}/{a.key}: {a.error.kind.value} ({shorten(a.error.message, 80)})" for a in attempts]
     parts += notes
     detail = "; ".join(parts) if parts else "every upstream key is resting"
     kinds = {a.error.kind for a in attempts}

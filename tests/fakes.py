@@ -42,6 +42,8 @@ def chunk(content: str) -> bytes:
 
 def ok(content: str = "hello", headers: dict[str, str] | None = None) -> Reply:
     async def reply(request: web.Request, body: dict) -> web.StreamResponse:
+        if body.get("stream"):  # as a real upstream: a streamed request is answered in SSE
+            return await stream([content], headers=headers)(request, body)
         return web.json_response(completion(content, body.get("model", "")), headers=headers)
 
     return reply
@@ -105,6 +107,20 @@ def stream(parts: list[str], gate: asyncio.Event | None = None, done: bool = Tru
             await resp.write(chunk(part))
         if done:
             await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    return reply
+
+
+def sse(*writes: bytes) -> Reply:
+    """A 200 ``text/event-stream`` answer of exactly these bytes, one write each (``sse()``: a
+    stream that ends with nothing in it)."""
+
+    async def reply(request: web.Request, body: dict) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for data in writes:
+            await resp.write(data)
         return resp
 
     return reply

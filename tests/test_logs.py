@@ -20,6 +20,59 @@ def test_redactor_scrubs(value, leaked):
     assert "****" in out["detail"]
 
 
+SECRET = "zai-secret-0001"
+
+
+class Holder:
+    def __str__(self) -> str:
+        return f"Holder({SECRET})"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ({"headers": {"Authorization": "Bearer abc.def"}}, {"headers": {"Authorization": "****"}}),
+        ([SECRET, ["x", (SECRET, 1)]], ["****", ["x", ["****", 1]]]),
+        ((SECRET, None, 2.5, True), ["****", None, 2.5, True]),
+        ({SECRET}, ["****"]),
+        ({SECRET: 1, 7: "ok"}, {"****": 1, "7": "ok"}),  # keys too (and made text, as JSON needs)
+        (f"body {SECRET}".encode(), "body ****"),
+        (Holder(), "Holder(****)"),
+        (ValueError(f"bad key {SECRET}"), "bad key ****"),
+        ([[[[[[[[[[SECRET]]]]]]]]]], [[[[[[[["[['****']]"]]]]]]]]),  # past MAX_DEPTH: the text, scrubbed
+        ({"n": 1, "ok": [1, "two"]}, {"n": 1, "ok": [1, "two"]}),
+    ],
+)
+def test_redactor_scrubs_nested_values(value, expected):
+    out = Redactor([SECRET])(None, "info", {"event": "x", "field": value})
+    assert out["field"] == expected
+    assert SECRET not in repr(out)
+
+
+def test_redactor_leaves_the_callers_objects_alone_and_stops_at_cycles():
+    inner = {"key": SECRET}
+    loop: list = [inner]
+    loop.append(loop)
+    out = Redactor([SECRET])(None, "info", {"event": "x", "field": loop})
+    assert inner == {"key": SECRET} and loop[1] is loop  # copied, not changed
+    assert SECRET not in repr(out)
+
+
+@pytest.mark.parametrize("limit", [10, 40, 80, 160, 200])
+def test_shorten_never_keeps_part_of_a_secret(monkeypatch, limit):
+    """A secret at every position across the cut: no piece of it survives, whatever the limit."""
+    from gateway import logs
+
+    secret = "csk-one-1111111111"  # not key-shaped enough for the patterns alone: only a known secret
+    monkeypatch.setattr(logs._Access, "redactor", Redactor([secret]))
+    for at in range(limit - len(secret) - 2, limit + 2):
+        text = "Invalid API key: " [: max(at, 0)].ljust(max(at, 0), ".") + secret + " was rejected"
+        out = logs.shorten(text, limit)
+        assert len(out) <= limit
+        assert not any(secret[:n] in out for n in range(5, len(secret) + 1)), (at, out)
+        assert logs.redact(text) == text.replace(secret, "****")
+
+
 def test_redactor_leaves_ordinary_values():
     event = {"event": "request", "path": "/v1/chat/completions", "status": 200, "client": "alice"}
     assert Redactor(["secret-1234"])(None, "info", dict(event)) == event
@@ -101,17 +154,18 @@ async def test_line_writer_writes_a_late_line_without_being_stopped(tmp_path):
         writer.stop()
 
 
-def test_exceptions_are_rendered_without_secrets():
+def test_exceptions_are_rendered_without_secrets(monkeypatch):
     import json
 
     import structlog
 
-    from gateway.logs import processors
+    from gateway import logs
 
+    monkeypatch.setattr(logs._Access, "redactor", Redactor(["csk-secret-value"]))
     lines = []
     logger = structlog.wrap_logger(
         type("L", (), {"msg": lambda self, line: lines.append(line), "error": lambda self, line: lines.append(line)})(),
-        processors=processors(["csk-secret-value"]),
+        processors=logs.processors(),
     )
     try:
         raise RuntimeError("failed with csk-secret-value")
@@ -149,6 +203,18 @@ def access_sink(monkeypatch):
     writer.stop()
 
 
+def test_access_lines_scrub_nested_values(access_sink):
+    import json
+
+    from gateway import logs
+
+    fields = {"request_id": "r2", "skipped": ["cerebras: zai-secret-0001"], "status": 502}
+    logs.access("request", "info", fields)
+    logs._Access.writer.stop()
+    line = json.loads(access_sink.data)
+    assert line["skipped"] == ["cerebras: ****"] and line["status"] == 502 and line["request_id"] == "r2"
+
+
 @pytest.mark.parametrize("fields, level, expected", [
     ({"request_id": "r1", "status": 200, "path": "/v1/chat/completions"}, "info",
      {"request_id": "r1", "status": 200, "path": "/v1/chat/completions"}),
@@ -171,3 +237,41 @@ def test_access_lines_have_the_shape_of_every_other_line(access_sink, fields, le
     line = json.loads(access_sink.data)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line.pop("timestamp"))
     assert line == {**expected, "event": "request", "level": level}
+
+
+def echoing(secret: str) -> str:
+    """An upstream 401 message that echoes the key (Cerebras sometimes does), placed across each
+    cut the gateway makes: the client's error (80), the key's disabled reason (120), the summary (160)."""
+    text = "Invalid API key provided: ".ljust(68, ".") + secret
+    text = text.ljust(111, ".") + secret
+    return text.ljust(152, ".") + secret + " is not a valid key."
+
+
+async def test_an_echoed_upstream_key_reaches_no_log_no_error_and_no_status(gateway, fake, log_dir, monkeypatch):
+    import json
+
+    from gateway import logs
+    from tests import fakes
+    from tests.conftest import UPSTREAM_KEYS, eventually
+
+    monkeypatch.setattr(logs._Access, "redactor", Redactor(UPSTREAM_KEYS.values()))  # as configure() does
+    for secret in UPSTREAM_KEYS.values():
+        fake.script(secret, fakes.error(401, {"message": echoing(secret), "type": "invalid_request_error",
+                                              "param": "api_key", "code": "wrong_api_key"}))
+    client = await gateway()
+    resp = await client.post("/v1/chat/completions", json={"model": "zai-glm-4.7", "messages": [
+        {"role": "user", "content": "hi"}]}, headers={"X-Request-Id": "echoed-key-1"})
+    assert resp.status == 502
+    error = await resp.text()
+    assert "cerebras/k1: auth (401 Invalid API key provided" in error
+    status = await (await client.get("/_status")).text()
+
+    def logged():
+        lines = [x for x in (log_dir / "gateway.log").read_text().splitlines() if "echoed-key-1" in x]
+        return lines if sum('"upstream_failed"' in x for x in lines) == 3 and '"request"' in lines[-1] else None
+
+    log_text = "\n".join(await eventually(logged))
+    assert json.loads(error)["error"]["message"].count("****") == 3  # each key's first echo, scrubbed
+    for secret in UPSTREAM_KEYS.values():
+        for text in (error, status, log_text):
+            assert not any(secret[:n] in text for n in range(5, len(secret) + 1))

@@ -1,17 +1,22 @@
 """The real entrypoint, as a process: it serves, and bad settings stop it with one clear line."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from gateway.keystore import KeyStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +43,34 @@ def test_bad_settings_stop_with_one_line(env, names):
     assert result.stderr.startswith("glm-gateway: configuration error: ")
     assert names in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_an_unusable_key_db_leaves_no_thread_to_call_a_closed_loop(monkeypatch, tmp_path):
+    """The root of the flaky INCOMING_KEY_DB exit: aiosqlite's worker outlived a failed open and
+    called back into the closed loop ("Event loop is closed" on stderr, some runs in ten)."""
+    crashes: list = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name and t.is_alive()]
+
+    async def an_open_store_has_a_worker() -> None:
+        store = await KeyStore.open(tmp_path / "k.db")
+        assert workers()  # the test can see the thread it looks for
+        await store.close()
+
+    asyncio.run(an_open_store_has_a_worker())
+
+    async def open_then_look() -> list[threading.Thread]:
+        with pytest.raises(sqlite3.OperationalError):
+            await KeyStore.open("/proc/keys.db")
+        return workers()
+
+    for _ in range(5):
+        assert asyncio.run(open_then_look()) == []  # stopped before open() returned
+    for t in workers():
+        t.join(5)
+    assert crashes == []
 
 
 def test_port_in_use_is_one_line(tmp_path):

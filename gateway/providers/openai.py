@@ -14,8 +14,9 @@ from .. import __version__
 from ..chat import ChatRequest
 from ..config import ProviderConfig, Timeouts
 from ..httpclient import Endpoint, HTTPClient, HTTPError, Response, Timeout, encode_headers
+from ..logs import shorten
 from ..ratelimits import parse_rate_limits, rate_limit_cooldown
-from ..sse import SSESplitter
+from ..sse import EventTooLarge, SSESplitter
 from .base import Completion, Failure, Stream, UpstreamError
 
 USER_AGENT = f"glm-gateway/{__version__}"
@@ -59,7 +60,8 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
             code = inner.get("code")
             typ = inner.get("type")
             return str(message), str(typ) if typ is not None else None, str(code) if code is not None else None
-    text = body[:200].decode("utf-8", "replace").strip()
+    # scrubbed before the cut, so an echoed key is never half kept; 4 KiB bounds the decoding
+    text = shorten(body[:4096].decode("utf-8", "replace").strip(), 200)
     return text, None, None
 
 
@@ -82,7 +84,7 @@ def map_error(
     """Classify an upstream error answer in the terms routing acts on."""
     message, typ, code = error_fields(body)
     limits = parse_rate_limits(headers)
-    summary = f"{status} {message[:160]}".strip()
+    summary = f"{status} {shorten(message, 160)}".strip()
     common = dict(status=status, body=body, content_type=content_type, rate_limits=limits)
     if status == 429:
         now = time.time() if now_epoch is None else now_epoch
@@ -210,5 +212,7 @@ async def _relay_events(resp: Response) -> AsyncIterator[bytes]:
         raise UpstreamError(Failure.MIDSTREAM, "upstream stream stalled (read timeout)") from None
     except HTTPError as e:
         raise UpstreamError(Failure.MIDSTREAM, f"upstream stream broke: {e}") from None
+    except EventTooLarge as e:
+        raise UpstreamError(Failure.MIDSTREAM, str(e)) from None
     finally:
         resp.close()
