@@ -202,7 +202,7 @@ def test_odd_field_shapes_never_raise(field, odd):
     else:
         messages = [user(), {"role": "assistant", field: odd, **({} if field == "tool_calls" else {"tool_calls": [A]})},
                     tool("a")]
-    repaired, counts = repair_messages(messages)
+    repaired, _ = repair_messages(messages)
     again = repaired if repaired is not None else messages
     assert repair_messages(again)[0] is None  # whatever came out is stable
 
