@@ -23,6 +23,11 @@ class ChatRequest:
         return self.payload.get("model")
 
     def replace_messages(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:  # repair removed every message: there is nothing to send
+            raise InvalidRequest(
+                "'messages' holds only tool results that answer no call; none is left to send once they are removed",
+                param="messages", code="invalid_messages",
+            )
         self.payload["messages"] = messages
         self.modified = True
 

@@ -3,11 +3,18 @@ and nothing invalid reaches the (fake) upstream."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import socket
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from gateway.chat import parse_chat_request
+from gateway.repair import is_valid
+from tests import fakes
 from tests.conftest import CHAT
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
@@ -93,6 +100,14 @@ async def test_odd_tool_calls_in_a_big_body_are_a_400(gateway, fake, make_fake):
     assert fake.received == synthetic.received == []
 
 
+async def test_transcript_of_orphan_results_only_is_a_400(gateway, fake):
+    """Repair removes tool results answering no call; with nothing left, the upstream got []."""
+    client = await gateway()
+    status, body = await post(client, {"messages": [{"role": "tool", "tool_call_id": "a", "content": "x"}]})
+    assert_error(status, body, 400, "messages")
+    assert fake.received == []
+
+
 # ---- credentials that are not text --------------------------------------------------------------
 
 async def raw_exchange(port: int, head: bytes, body: bytes) -> tuple[int, dict]:
@@ -129,3 +144,153 @@ def test_hash_key_is_total(plaintext):
     digest = hash_key(plaintext)
     assert len(digest) == 64 and int(digest, 16) >= 0
     assert digest != hash_key(plaintext + "x")
+
+
+# ---- generated hostile bodies against the real app ----------------------------------------------
+
+SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(
+    allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=6), inner, max_size=3), max_leaves=12)
+DEEP = st.integers(240, 300).map(nested)  # around the 254 levels orjson writes
+ANY = JSON | DEEP
+IDS = st.sampled_from(["a", "b", "c"])
+
+
+TEXT = st.text(max_size=12)
+PARTS = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}),
+    st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": TEXT})}),
+)
+CALLS = st.fixed_dictionaries({"id": IDS, "type": st.just("function"), "function": st.fixed_dictionaries(
+    {"name": st.sampled_from(["ls", "read"]), "arguments": st.just("{}") | st.dictionaries(TEXT, SCALARS, max_size=2)})})
+MESSAGES = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "developer", "user", "assistant"]),
+                           "content": TEXT | st.lists(PARTS, min_size=1, max_size=2)}),
+    st.fixed_dictionaries({"role": st.just("assistant"), "content": st.none() | TEXT,
+                           "tool_calls": st.lists(CALLS, max_size=3)}),
+    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": IDS, "content": TEXT}),
+)
+TOOLS = st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries(
+    {"name": st.sampled_from(["ls", "read"])}, optional={"parameters": st.just({"type": "object"}),
+                                                        "description": TEXT})})
+FIELDS = {
+    "model": st.sampled_from(["zai-glm-4.7", "gpt-4o"]), "stream": st.booleans(),
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+    "temperature": st.floats(0, 2), "top_p": st.floats(0, 1), "n": st.integers(1, 3),
+    "max_tokens": st.integers(1, 10**6), "max_completion_tokens": st.integers(1, 10**6),
+    "stop": TEXT | st.lists(TEXT, max_size=2), "seed": st.integers(-(2**63), 2**63),
+    "logit_bias": st.dictionaries(st.sampled_from(["1", "42"]), st.integers(-100, 100)),
+    "tools": st.lists(TOOLS, max_size=2), "tool_choice": st.sampled_from(["auto", "none", "required"]),
+    "response_format": st.fixed_dictionaries({"type": st.sampled_from(["text", "json_object"])}),
+    "metadata": st.dictionaries(TEXT, TEXT, max_size=2), "top_k": JSON, "chat_template_kwargs": JSON,
+}
+VALID = st.fixed_dictionaries({"messages": st.lists(MESSAGES, min_size=1, max_size=6)}, optional=FIELDS)
+
+
+def slots(value: object) -> list[tuple[object, object]]:
+    """Every (container, key or index) in ``value``: the places a mutation can hit."""
+    found: list[tuple[object, object]] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            found.append((node, key))
+            stack.append(child)
+    return found
+
+
+@st.composite
+def hostile(draw: st.DrawFn) -> dict:
+    """A valid body with one to three places replaced by anything, removed, or given a stranger."""
+    body = draw(VALID)
+    for _ in range(draw(st.integers(1, 3))):
+        places = slots(body)
+        if not places:
+            break
+        container, key = draw(st.sampled_from(places))
+        action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
+        if action == "replace":
+            container[key] = draw(ANY)  # type: ignore[index]
+        elif action == "delete":
+            container.pop(key)  # type: ignore[attr-defined]
+        elif isinstance(container, dict):
+            container[draw(st.text(max_size=6))] = draw(ANY)
+    return body
+
+
+RAW = st.one_of(
+    VALID.map(lambda b: json.dumps(b).encode()),
+    hostile().map(lambda b: json.dumps(b).encode()),
+    hostile().map(lambda b: json.dumps(b).encode()),
+    st.binary(max_size=64),  # not JSON, not UTF-8
+    JSON.map(lambda v: json.dumps(v).encode()),  # JSON, not a request
+)
+
+
+def check_exchange(port: int, fake: fakes.FakeUpstream, raw: bytes) -> None:
+    before = len(fake.received)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=raw, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        status, data = resp.status, resp.read()
+    finally:
+        conn.close()
+    assert status < 500, (status, data)
+    sent = fake.received[before:]
+    if status >= 400:
+        error = json.loads(data)["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+        assert sent == [], "an invalid request reached the upstream"
+        return
+    assert status == 200 and len(sent) == 1
+    forwarded = parse_chat_request(sent[0].raw)  # what the upstream got is a valid chat request
+    assert is_valid(forwarded.payload["messages"])  # with its transcript repaired
+
+
+async def sse_or_json(request, body):
+    reply = fakes.stream(["x"]) if body.get("stream") is True else fakes.ok()
+    return await reply(request, body)
+
+
+async def test_generated_hostile_bodies(gateway, fake):
+    """No 5xx, every error OpenAI-shaped, nothing invalid forwarded: one app, many bodies (sent
+    from a thread with a blocking client, so the app's event loop serves them meanwhile)."""
+    fake.default = sse_or_json
+    client = await gateway()
+
+    @settings(max_examples=500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(RAW)
+    def run(raw: bytes) -> None:
+        check_exchange(client.port, fake, raw)
+
+    await asyncio.to_thread(run)
+    assert fake.received  # some bodies were valid and served
+
+
+HEADER_BYTES = st.binary(min_size=1, max_size=24).map(
+    lambda b: bytes(c for c in b if c >= 0x20 and c != 0x7F) or b"\xff")  # no controls: HTTP framing holds
+
+
+async def test_generated_key_bytes_are_401(gateway, fake, client_key):
+    client = await gateway({"ENABLE_INCOMING_AUTH": "true"})
+
+    @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(HEADER_BYTES, st.sampled_from([b"Authorization: Bearer ", b"x-api-key: "]))
+    def run(token: bytes, header: bytes) -> None:
+        body = orjson.dumps(CHAT)
+        with socket.create_connection(("127.0.0.1", client.port), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      + header + b"sk-glm-" + token + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                      % len(body) + body)
+            response = b""
+            while chunk := s.recv(65536):
+                response += chunk
+        head, _, payload = response.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"401", response
+        assert json.loads(payload)["error"]["code"] == "invalid_api_key"
+
+    await asyncio.to_thread(run)
+    assert fake.received == []
