@@ -61,7 +61,10 @@ class _Bad(Exception):
     def param(self) -> str:
         out = ""
         for segment in reversed(self.path):
-            out += f"[{segment}]" if segment.__class__ is int else f".{segment}"
+            if segment.__class__ is int:
+                out += f"[{segment}]"
+            else:  # a client's key: shortened past any sane length
+                out += f".{segment}" if len(segment) <= 64 else f".{segment[:61]}..."  # type: ignore[arg-type]
         return out[1:]
 
     def error(self) -> InvalidRequest:
@@ -88,6 +91,15 @@ def _kind(value: object) -> str:
         return "a boolean"
     names = {str: "a string", int: "an integer", float: "a number", list: "an array", dict: "an object"}
     return names.get(value.__class__, value.__class__.__name__)
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: a scalar, shortened; never the repr of an array or object
+    (one nested 1,000 levels deep, as orjson reads, would overflow the stack)."""
+    if value is None or value.__class__ in (str, int, float, bool):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return _kind(value)
 
 
 def _type(expected: str, value: object) -> _Bad:
@@ -148,7 +160,7 @@ def _number(low: float, high: float) -> Check:
         if value.__class__ not in _NUMBER:
             raise _type("a number", value)
         if not low <= value <= high:
-            raise _value(f"expected a number from {low:g} to {high:g}, but got {value!r}")
+            raise _value(f"expected a number from {low:g} to {high:g}, but got {_shown(value)}")
 
     return check
 
@@ -159,7 +171,7 @@ def _integer(low: int, high: int | None = None) -> Check:
             raise _type("an integer", value)
         if value < low or (high is not None and value > high):
             bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise _value(f"expected an integer {bound}, but got {value!r}")
+            raise _value(f"expected an integer {bound}, but got {_shown(value)}")
 
     return check
 
@@ -169,7 +181,7 @@ def _choice(*options: str) -> Check:
         if value.__class__ is not str:
             raise _type("a string", value)
         if value not in options:
-            raise _value(f"expected {_one_of(options)}, but got {value!r}")
+            raise _value(f"expected {_one_of(options)}, but got {_shown(value)}")
 
     return check
 
@@ -238,19 +250,24 @@ def _logit_bias(value: Any) -> None:
         raise _type("an object mapping token ids to numbers", value)
     for key, bias in value.items():
         if not (key.isascii() and key.isdigit()):
-            raise _value(f"keys are token ids (digits), but got {key!r}")
+            raise _value(f"keys are token ids (digits), but got {_shown(key)}")
         if bias.__class__ not in _NUMBER:
             raise _type("a number", bias).at(key)
         if not -100 <= bias <= 100:
-            raise _value(f"expected a number from -100 to 100, but got {bias!r}").at(key)
+            raise _value(f"expected a number from -100 to 100, but got {_shown(bias)}").at(key)
 
 
 # ---- top-level objects (measured for depth by one dump each, in check_fields) -------------------
+
+_STREAM_OPTIONS = frozenset({"include_usage", "include_obfuscation"})
+
 
 def _stream_options(value: Any) -> None:
     _object(value)
     _field(value, "include_usage", _boolean)
     _field(value, "include_obfuscation", _boolean)
+    if not _STREAM_OPTIONS.issuperset(value):
+        fits(value, 2)
 
 
 def _parameters(value: Any) -> None:
@@ -268,7 +285,7 @@ def _function_def(fn: Any) -> None:
 
 def _function_type(kind: Any) -> None:
     if kind != "function":
-        raise _value(f"only 'function' tools are supported, but got {kind!r}")
+        raise _value(f"only 'function' tools are supported, but got {_shown(kind)}")
 
 
 def _tool(tool: Any) -> None:
@@ -318,7 +335,7 @@ _TOOL_CHOICES = ("none", "auto", "required")
 def _tool_choice(value: Any) -> None:
     if value.__class__ is str:
         if value not in _TOOL_CHOICES:
-            raise _value(f"expected {_one_of(_TOOL_CHOICES)} or a named function, but got {value!r}")
+            raise _value(f"expected {_one_of(_TOOL_CHOICES)} or a named function, but got {_shown(value)}")
         return
     if value.__class__ is not dict:
         raise _type(f"{_one_of(_TOOL_CHOICES)} or an object", value)
@@ -330,7 +347,7 @@ def _function_call(value: Any) -> None:
     """The deprecated ``function_call`` choice."""
     if value.__class__ is str:
         if value not in ("none", "auto"):
-            raise _value(f"expected 'none', 'auto' or a named function, but got {value!r}")
+            raise _value(f"expected 'none', 'auto' or a named function, but got {_shown(value)}")
         return
     _named(value)
 
@@ -366,7 +383,23 @@ def _prediction(value: Any) -> None:
     _field(value, "content", _text_parts, required=True)
 
 
+def _measured(check: Check) -> Check:
+    """``check``, then one dump measuring the whole field for depth (it may hold free-form JSON)."""
+
+    def measured(value: Any) -> None:
+        check(value)
+        if value.__class__ is dict or value.__class__ is list:
+            fits(value, 2)
+
+    return measured
+
+
+def _skip(value: Any) -> None:
+    """``messages``: checked on their own, last."""
+
+
 _FIELDS: dict[str, Check] = {
+    "messages": _skip,
     "model": _string,
     "stream": _boolean,
     "stream_options": _stream_options,
@@ -386,42 +419,35 @@ _FIELDS: dict[str, Check] = {
     "safety_identifier": _string,
     "prompt_cache_key": _string,
     "prompt_cache_retention": _string,
-    "tools": _tools,
-    "tool_choice": _tool_choice,
+    "tools": _measured(_tools),
+    "tool_choice": _measured(_tool_choice),
     "parallel_tool_calls": _boolean,
-    "functions": _functions,
-    "function_call": _function_call,
-    "response_format": _response_format,
+    "functions": _measured(_functions),
+    "function_call": _measured(_function_call),
+    "response_format": _measured(_response_format),
     "reasoning_effort": _string,
     "verbosity": _string,
     "service_tier": _string,
     "store": _boolean,
     "metadata": _metadata,
     "modalities": _strings,
-    "audio": _object,
-    "prediction": _prediction,
-    "web_search_options": _object,
+    "audio": _measured(_object),
+    "prediction": _measured(_prediction),
+    "web_search_options": _measured(_object),
 }
 
 
-_FLAT = frozenset({"stop", "metadata", "logit_bias", "modalities"})  # depth 3 at most once checked
-_STREAM_OPTIONS = frozenset({"include_usage", "include_obfuscation"})
-
-
 def check_fields(payload: dict) -> None:
-    """Every top-level field but ``messages``; each array or object among them that may hold
-    free-form JSON (known or not) is also measured for depth."""
+    """Every top-level field but ``messages``. Checks of fields that may hold free-form JSON
+    measure it themselves (``_measured``); an unknown array or object is measured here."""
     fields = _FIELDS
     for key, value in payload.items():
-        if key == "messages":
-            continue
         try:
             check = fields.get(key)
-            if check is not None and value is not None:
-                check(value)
-            if (value.__class__ is dict or value.__class__ is list) and key not in _FLAT and (
-                key != "stream_options" or not _STREAM_OPTIONS.issuperset(value)
-            ):
+            if check is not None:
+                if value is not None:
+                    check(value)
+            elif value.__class__ is dict or value.__class__ is list:
                 fits(value, 2)
         except _Bad as e:
             if e.kind == "deep":  # name the part of a known field that is too deep
@@ -580,7 +606,7 @@ def _call(call: Any) -> bool:
     kind = call.get("type", _MISSING)
     if kind is not _MISSING:
         if kind != "function":
-            raise _value(f"expected 'function', but got {kind!r}").at("type")
+            raise _value(f"expected 'function', but got {_shown(kind)}").at("type")
         known = 3
     fn = call.get("function", _MISSING)
     if fn.__class__ is not dict:
@@ -644,7 +670,7 @@ def _check_message(m: Any) -> bool:
             raise _missing("role")
         if role.__class__ is not str:
             raise _type("a string", role).at("role")
-        raise _value(f"expected {_one_of(ROLES)}, but got {role!r}").at("role")
+        raise _value(f"expected {_one_of(ROLES)}, but got {_shown(role)}").at("role")
     known = 1 + _content(m, role)
     changed = False
     if role == "assistant":

@@ -326,3 +326,31 @@ def test_too_deep_is_a_400_naming_where(payload, param):
 def test_as_deep_as_can_be_forwarded_passes(payload):
     req = parse_chat_request(orjson.dumps(payload))
     assert orjson.loads(orjson.dumps({**req.payload, "model": "rewritten"}))["model"] == "rewritten"
+
+
+DEEP_1000 = b"[" * 1000 + b"]" * 1000  # orjson reads up to 1,024 levels; Python's repr overflows at ~1,000
+
+
+@pytest.mark.parametrize("template, param", [
+    (b'{"messages": [{"role": %s, "content": "x"}]}', "messages[0].role"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": %s}]}', "tools[0].type"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": %s}}', "tool_choice.type"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": %s}}', "response_format.type"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": %s}', "temperature"),
+    (b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "a", "type": %s}]}]}',
+     "messages[1].tool_calls[0].type"),
+])
+def test_values_as_deep_as_orjson_reads_are_named_not_printed(template, param):
+    """The error names what the value is; the repr of a 1,000-deep array was a RecursionError (500)."""
+    with pytest.raises(InvalidRequest) as e:
+        parse_chat_request(template % DEEP_1000)
+    assert e.value.param == param and "an array" in e.value.message
+
+
+def test_long_values_and_keys_are_shortened_in_errors():
+    with pytest.raises(InvalidRequest) as e:
+        parse_chat_request(orjson.dumps(body(tool_choice="x" * 10_000)))
+    assert len(e.value.message) < 300
+    with pytest.raises(InvalidRequest) as e:
+        parse_chat_request(orjson.dumps(body(metadata={"k" * 10_000: 1})))
+    assert e.value.param == "metadata." + "k" * 61 + "..."
