@@ -61,10 +61,10 @@ class _Bad(Exception):
     def param(self) -> str:
         out = ""
         for segment in reversed(self.path):
-            if segment.__class__ is int:
+            if isinstance(segment, int):
                 out += f"[{segment}]"
             else:  # a client's key: shortened past any sane length
-                out += f".{segment}" if len(segment) <= 64 else f".{segment[:61]}..."  # type: ignore[arg-type]
+                out += f".{segment}" if len(segment) <= 64 else f".{segment[:61]}..."
         return out[1:]
 
     def error(self) -> InvalidRequest:
