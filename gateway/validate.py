@@ -135,24 +135,25 @@ def fits(value: object, depth: int) -> None:
 Check = Callable[[Any], None]
 
 
-def _string(value: Any) -> None:
-    if value.__class__ is not str:
-        raise _type("a string", value)
+def _is(cls: type, expected: str) -> Check:
+    """The check that a value is exactly of ``cls`` (so ``true`` is no integer)."""
+
+    def check(value: Any) -> None:
+        if value.__class__ is not cls:
+            raise _type(expected, value)
+
+    return check
+
+
+_string = _is(str, "a string")
+_boolean = _is(bool, "a boolean")
+_any_integer = _is(int, "an integer")
+_object = _is(dict, "an object")
 
 
 def _optional_string(value: Any) -> None:
     if value is not None and value.__class__ is not str:
         raise _type("a string or null", value)
-
-
-def _boolean(value: Any) -> None:
-    if value.__class__ is not bool:
-        raise _type("a boolean", value)
-
-
-def _any_integer(value: Any) -> None:
-    if value.__class__ is not int:
-        raise _type("an integer", value)
 
 
 def _number(low: float, high: float) -> Check:
@@ -211,17 +212,15 @@ def _field(obj: dict, key: str, check: Check, required: bool = False) -> int:
     return 1
 
 
-def _each(items: list, check: Check) -> None:
+def _each(items: list, check: Check, plain: Callable[[Any], bool] | None = None) -> None:
+    """``check`` each item, naming its index on failure; ``plain`` passes the common shape at once."""
     for i, item in enumerate(items):
+        if plain is not None and plain(item):
+            continue
         try:
             check(item)
         except _Bad as e:
             raise e.at(i) from None
-
-
-def _object(value: Any) -> None:
-    if value.__class__ is not dict:
-        raise _type("an object", value)
 
 
 def _strings(value: Any) -> None:
@@ -305,16 +304,14 @@ def _plain_function(fn: Any) -> bool:
     ) and fn.get("strict").__class__ in _OPTIONAL_BOOL
 
 
+def _plain_tool(tool: Any) -> bool:
+    return tool.__class__ is dict and tool.get("type") == "function" and _plain_function(tool.get("function"))
+
+
 def _tools(value: Any) -> None:
     if value.__class__ is not list:
         raise _type("an array of tools", value)
-    for i, tool in enumerate(value):
-        if tool.__class__ is dict and tool.get("type") == "function" and _plain_function(tool.get("function")):
-            continue
-        try:
-            _tool(tool)
-        except _Bad as e:
-            raise e.at(i) from None
+    _each(value, _tool, _plain_tool)
 
 
 def _functions(value: Any) -> None:
