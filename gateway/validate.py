@@ -14,11 +14,13 @@ whether it normalised something in place (then the body must be re-serialised). 
 - Depth: the body is re-serialised by orjson when the model is rewritten or the transcript
   repaired, and orjson writes at most 254 levels of nesting (it reads 1024). What is checked here
   is shallow by construction, so only what it does not look into is measured, by one orjson dump
-  each: every top-level array or object but ``messages``, and in a message the values of keys it
-  does not know. Too deep is a 400 naming that field; no body is refused that could be forwarded.
+  each: a top-level field that may hold free-form JSON (``tools`` with their parameter schemas,
+  ``response_format``, unknown fields...), and the values of keys a message does not know. Too
+  deep is a 400 naming that field; no body is refused that could be forwarded.
 
-Speed: this runs on every request. The common messages (a plain role or a tool result with
-string content) cost one test each; others get the full check. Checks raise a bare ``_Bad``
+Speed: this runs on every request. The common messages (a plain role with string content, a
+tool result, an assistant's tool calls) and tools pass a few tests each; others get the full
+check. Checks raise a bare ``_Bad``
 whose path is filled in as it propagates (try blocks cost nothing until one raises), so no path
 string is built for a valid request. Objects are checked by counting the keys they hold that
 are known, so an unknown key costs a scan only when there is one.
@@ -256,7 +258,7 @@ def _logit_bias(value: Any) -> None:
             raise _value(f"expected a number from -100 to 100, but got {_shown(bias)}").at(key)
 
 
-# ---- top-level objects (measured for depth by one dump each, in check_fields) -------------------
+# ---- top-level objects (those that may hold free-form JSON are ``_measured`` too) --------------
 
 _STREAM_OPTIONS = frozenset({"include_usage", "include_obfuscation"})
 
@@ -367,16 +369,26 @@ def _response_format(value: Any) -> None:
         _field(value, "json_schema", _json_schema, required=True)
 
 
+_CONTENT_TYPE = _choice("content")
+_TEXT_TYPE = _choice("text")
+
+
+def _text_part(part: Any) -> None:
+    _object(part)
+    _field(part, "type", _TEXT_TYPE, required=True)
+    _field(part, "text", _string, required=True)
+
+
 def _text_parts(value: Any) -> None:
     if value.__class__ is not str:
         if value.__class__ is not list:
             raise _type("a string or an array of text parts", value)
-        _parts(value, 3)
+        _each(value, _text_part)
 
 
 def _prediction(value: Any) -> None:
     _object(value)
-    _field(value, "type", _choice("content"), required=True)
+    _field(value, "type", _CONTENT_TYPE, required=True)
     _field(value, "content", _text_parts, required=True)
 
 
@@ -525,8 +537,8 @@ _PART_KEYS = {kind: frozenset({"type", key}) for kind, (key, _) in _PART_FIELDS.
 _TYPE = frozenset({"type"})
 
 
-def _part(part: Any, depth: int) -> None:
-    """A content part ``depth`` deep (a message's parts are at 5)."""
+def _part(part: Any) -> None:
+    """A content part of a message (5 deep in the body; its fields' values at 6)."""
     if part.__class__ is not dict:
         raise _type("an object", part)
     kind = part.get("type", _MISSING)
@@ -534,15 +546,15 @@ def _part(part: Any, depth: int) -> None:
         raise _missing("type") if kind is _MISSING else _type("a string", kind).at("type")
     spec = _PART_FIELDS.get(kind)
     if spec is None:
-        _rest(part, 1, _TYPE, depth)  # a type this gateway does not know: its body is measured
+        _rest(part, 1, _TYPE, 5)  # a type this gateway does not know: its body is measured
         return
     key, check = spec
     _field(part, key, check, required=True)
-    _rest(part, 2, _PART_KEYS[kind], depth)
+    _rest(part, 2, _PART_KEYS[kind], 5)
 
 
-def _parts(parts: list, depth: int) -> None:
-    """Content parts in an array ``depth`` deep."""
+def _parts(parts: list) -> None:
+    """A message's content parts."""
     for j, part in enumerate(parts):
         # the common part in one test: text, and nothing else
         if part.__class__ is dict and len(part) == 2 and part.get("type") == "text" and (
@@ -550,7 +562,7 @@ def _parts(parts: list, depth: int) -> None:
         ):
             continue
         try:
-            _part(part, depth + 1)
+            _part(part)
         except _Bad as e:
             raise e.at(j) from None
 
@@ -562,7 +574,7 @@ def _content(m: dict, role: str) -> int:
         return 1
     if content.__class__ is list:
         try:
-            _parts(content, 4)
+            _parts(content)
         except _Bad as e:
             raise e.at("content") from None
         return 1
@@ -602,7 +614,7 @@ def _call(call: Any) -> bool:
     known = 2
     kind = call.get("type", _MISSING)
     if kind is not _MISSING:
-        if kind != "function":
+        if kind is not None and kind != "function":
             raise _value(f"expected 'function', but got {_shown(kind)}").at("type")
         known = 3
     fn = call.get("function", _MISSING)

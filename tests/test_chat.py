@@ -104,6 +104,7 @@ ACCEPTED = [
     chat(USER, {"role": "assistant", "tool_calls": [CALL]}, TOOL),  # content may be absent beside calls
     chat(USER, {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "function": CALL["function"]}]},
          TOOL),  # a call's type may be left out
+    chat(USER, {"role": "assistant", "content": None, "tool_calls": [{**CALL, "type": None}]}, TOOL),
     chat(USER, {"role": "assistant", "content": "hi", "tool_calls": []}),  # repair removes the empty list
     chat(USER, {"role": "assistant", "content": "x", "reasoning_content": "because", "refusal": None, "name": "a"}),
     chat(USER, {"role": "assistant", "content": None, "reasoning_content": None, "tool_calls": None}),
