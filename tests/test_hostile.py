@@ -101,6 +101,17 @@ async def test_odd_tool_calls_in_a_big_body_are_a_400(gateway, fake, make_fake):
     assert fake.received == synthetic.received == []
 
 
+@pytest.mark.parametrize("repair", ["true", "false"])
+async def test_object_arguments_reach_the_upstream_as_json_text(gateway, fake, repair):
+    call = {**CALL, "function": {"name": "ls", "arguments": {"path": "a.py"}}}
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "x"}]
+    client = await gateway({"REPAIR_TOOL_CALLS": repair})
+    status, _ = await post(client, {"model": "zai-glm-4.7", "max_tokens": 5, "messages": messages})
+    assert status == 200
+    assert fake.received[0].body["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"path":"a.py"}'
+
+
 async def test_transcript_of_orphan_results_only_is_a_400(gateway, fake):
     """Repair removes tool results answering no call; with nothing left, the upstream got []."""
     client = await gateway()
@@ -192,7 +203,7 @@ FIELDS = {
     "model": st.sampled_from(["zai-glm-4.7", "gpt-4o"]), "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
     "temperature": st.floats(0, 2), "top_p": st.floats(0, 1), "n": st.integers(1, 3),
-    "max_tokens": st.integers(1, 10**6), "max_completion_tokens": st.integers(1, 10**6),
+    "max_tokens": st.integers(1, 2**64 - 1), "max_completion_tokens": st.integers(1, 2**64 - 1),
     "stop": TEXT | st.lists(TEXT, max_size=2), "seed": st.integers(-(2**63), 2**63),
     "logit_bias": st.dictionaries(st.sampled_from(["1", "42"]), st.integers(-100, 100)),
     "tools": st.lists(TOOLS, max_size=2), "tool_choice": st.sampled_from(["auto", "none", "required"]),
