@@ -214,6 +214,14 @@ def _field(obj: dict, key: str, check: Check, required: bool = False) -> int:
     return 1
 
 
+def _required_string(obj: dict, key: str) -> str:
+    """``obj[key]``, which must be a string."""
+    value = obj.get(key, _MISSING)
+    if value.__class__ is not str:
+        raise _missing(key) if value is _MISSING else _type("a string", value).at(key)
+    return value
+
+
 def _each(items: list, check: Check, plain: Callable[[Any], bool] | None = None) -> None:
     """``check`` each item, naming its index on failure; ``plain`` passes the common shape at once."""
     for i, item in enumerate(items):
@@ -231,11 +239,19 @@ def _strings(value: Any) -> None:
     _each(value, _string)
 
 
-def _stop(value: Any) -> None:
-    if value.__class__ is not str:
-        if value.__class__ is not list:
-            raise _type("a string or an array of strings", value)
-        _each(value, _string)
+def _string_or_array(item: Check, expected: str) -> Check:
+    """A string, or an array whose items pass ``item``."""
+
+    def check(value: Any) -> None:
+        if value.__class__ is not str:
+            if value.__class__ is not list:
+                raise _type(expected, value)
+            _each(value, item)
+
+    return check
+
+
+_stop = _string_or_array(_string, "a string or an array of strings")
 
 
 def _metadata(value: Any) -> None:
@@ -379,11 +395,7 @@ def _text_part(part: Any) -> None:
     _field(part, "text", _string, required=True)
 
 
-def _text_parts(value: Any) -> None:
-    if value.__class__ is not str:
-        if value.__class__ is not list:
-            raise _type("a string or an array of text parts", value)
-        _each(value, _text_part)
+_text_parts = _string_or_array(_text_part, "a string or an array of text parts")
 
 
 def _prediction(value: Any) -> None:
@@ -541,9 +553,7 @@ def _part(part: Any) -> None:
     """A content part of a message (5 deep in the body; its fields' values at 6)."""
     if part.__class__ is not dict:
         raise _type("an object", part)
-    kind = part.get("type", _MISSING)
-    if kind.__class__ is not str:
-        raise _missing("type") if kind is _MISSING else _type("a string", kind).at("type")
+    kind = _required_string(part, "type")
     spec = _PART_FIELDS.get(kind)
     if spec is None:
         _rest(part, 1, _TYPE, 5)  # a type this gateway does not know: its body is measured
@@ -608,9 +618,7 @@ def _call(call: Any) -> bool:
     """One tool call of an assistant message; True when its arguments were normalised."""
     if call.__class__ is not dict:
         raise _type("an object", call)
-    cid = call.get("id", _MISSING)
-    if cid.__class__ is not str:
-        raise _missing("id") if cid is _MISSING else _type("a string", cid).at("id")
+    _required_string(call, "id")
     known = 2
     kind = call.get("type", _MISSING)
     if kind is not _MISSING:
@@ -622,9 +630,7 @@ def _call(call: Any) -> bool:
         raise _missing("function") if fn is _MISSING else _type("an object", fn).at("function")
     changed = False
     try:
-        name = fn.get("name", _MISSING)
-        if name.__class__ is not str:
-            raise _missing("name") if name is _MISSING else _type("a string", name).at("name")
+        _required_string(fn, "name")
         args = fn.get("arguments", _MISSING)
         if args.__class__ is not str:
             _arguments(fn, args)
@@ -692,9 +698,7 @@ def _check_message(m: Any) -> bool:
                 except _Bad as e:
                     raise e.at("tool_calls") from None
     elif role == "tool":
-        cid = m.get("tool_call_id", _MISSING)
-        if cid.__class__ is not str:
-            raise _missing("tool_call_id") if cid is _MISSING else _type("a string", cid).at("tool_call_id")
+        _required_string(m, "tool_call_id")
         known += 1
     if len(m) > known or role == "function":
         known += _field(m, "name", _string, required=role == "function")
