@@ -7,8 +7,7 @@ from typing import Any
 import orjson
 
 from .errors import InvalidRequest
-
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+from .validate import check_request
 
 
 @dataclass
@@ -24,6 +23,11 @@ class ChatRequest:
         return self.payload.get("model")
 
     def replace_messages(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:  # repair removed every message: there is nothing to send
+            raise InvalidRequest(
+                "'messages' holds only tool results that answer no call; none is left to send once they are removed",
+                param="messages", code="invalid_messages",
+            )
         self.payload["messages"] = messages
         self.modified = True
 
@@ -31,22 +35,9 @@ class ChatRequest:
         return orjson.dumps(self.payload) if self.modified else self.raw
 
 
-def _reject_message(messages: list) -> None:
-    """Name the first malformed message (the slow path of the check in parse_chat_request)."""
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"messages[{i}] must be an object", param=f"messages[{i}]", code="invalid_messages")
-        role = message.get("role")
-        if not isinstance(role, str) or role not in _ROLES:
-            raise InvalidRequest(
-                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}, got {role!r}",
-                param=f"messages[{i}].role",
-                code="invalid_messages",
-            )
-
-
 def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Check that ``raw`` is a chat completion request; raise InvalidRequest (400) if not."""
+    """Check that ``raw`` is a chat completion request, field by field (gateway/validate.py);
+    raise InvalidRequest (400) naming the first bad field if not."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON chat completion request", code="invalid_json")
     try:
@@ -58,19 +49,5 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages", code="invalid_messages")
-    for message in messages:
-        if message.__class__ is not dict or (role := message.get("role")).__class__ is not str or role not in _ROLES:
-            _reject_message(messages)
-    model = payload.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidRequest("'model' must be a string", param="model", code="invalid_model")
-    stream = payload.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be true or false", param="stream", code="invalid_stream")
-    for field in ("max_tokens", "max_completion_tokens"):
-        value = payload.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise InvalidRequest(f"'{field}' must be a positive integer", param=field, code="invalid_max_tokens")
-    return ChatRequest(payload=payload, raw=raw, stream=stream)
+    normalised = check_request(payload)
+    return ChatRequest(payload=payload, raw=raw, stream=payload.get("stream") is True, modified=normalised)

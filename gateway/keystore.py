@@ -48,7 +48,9 @@ class ClientKey:
 
 
 def hash_key(plaintext: str) -> str:
-    return hashlib.sha256(plaintext.encode()).hexdigest()
+    """SHA-256 of the key's UTF-8; total: a lone surrogate (from bytes that were not UTF-8, as
+    aiohttp and argv decode them) is encoded as is and can match no issued key."""
+    return hashlib.sha256(plaintext.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_key() -> str:

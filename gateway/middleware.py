@@ -171,8 +171,14 @@ def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("x-api-key") or None
+        token = token.strip()
+    else:
+        token = request.headers.get("x-api-key") or ""
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape; a key is visible ASCII
+    # (sk-glm- + urlsafe base64), so anything else can never match: refused without hashing
+    if token and not (token.isascii() and token.isprintable()):
+        raise Unauthorized("invalid or revoked API key")
+    return token or None
 
 
 async def authenticate(request: web.Request, ctx: RequestContext) -> None:

@@ -17,7 +17,9 @@ calls, a tool message outlives its call), and providers then reject the whole re
   ``tool_calls`` list is removed (``empty_tool_calls``).
 
 ``repair_messages`` returns ``None`` when nothing needed repair, so a valid request is forwarded
-byte for byte.
+byte for byte. It takes any values inside the message objects (parse_chat_request refuses odd
+shapes first, but repair does not rely on it): only string ids are matched, a non-string
+``tool_call_id`` answers no call, and ``tool_calls`` that is not an array is left alone.
 """
 from __future__ import annotations
 
@@ -43,14 +45,18 @@ def _call_id(call: Any) -> str | None:
     return None
 
 
+def _is_blank_text(part: Any) -> bool:
+    if not isinstance(part, dict) or part.get("type", "text") != "text":
+        return False
+    text = part.get("text")
+    return text is None or (isinstance(text, str) and not text.strip())
+
+
 def _is_empty_content(content: Any) -> bool:
     if isinstance(content, str):
         return not content.strip()
     if isinstance(content, list):
-        return all(
-            isinstance(p, dict) and p.get("type", "text") == "text" and not str(p.get("text") or "").strip()
-            for p in content
-        )
+        return all(_is_blank_text(p) for p in content)
     return False
 
 
@@ -67,7 +73,8 @@ def _fixed_assistant(message: Message, counts: Counter) -> tuple[Message, list[s
             continue
         if cid is not None:
             fn = call.get("function")
-            seen[cid] = str(fn.get("name", "")) if isinstance(fn, dict) else ""
+            name = fn.get("name") if isinstance(fn, dict) else None
+            seen[cid] = name if isinstance(name, str) else ""
         kept.append(call)
     fixed = message
     if len(kept) != len(calls):
@@ -135,7 +142,7 @@ def repair_messages(messages: list[Message]) -> tuple[list[Message] | None, Coun
             results[i] = {}
         elif role == "tool":
             cid = m.get("tool_call_id")
-            if current is None or cid not in ids_of[current]:
+            if current is None or not isinstance(cid, str) or cid not in ids_of[current]:
                 counts["orphan_tool_result"] += 1
             elif cid in results[current]:
                 counts["duplicate_tool_result"] += 1

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -57,28 +58,44 @@ def _content_parts(content: Any, out: list[str]) -> int:
     return extra
 
 
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # deeper than orjson writes (parse_chat_request refuses those)
+        return ""
+
+
+def _calls_text(calls: Any, out: list[str]) -> None:
+    if not isinstance(calls, list):
+        return
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            name = fn.get("name")
+            out.append(name if isinstance(name, str) else "")
+            args = fn.get("arguments", "")
+            out.append(args if isinstance(args, str) else _json_text(args))
+
+
 def prompt_text(payload: dict[str, Any]) -> tuple[str, int]:
-    """All the text a provider tokenizes for this request, and the fixed cost of the rest."""
+    """All the text a provider tokenizes for this request, and the fixed cost of the rest.
+    Total over any shape of payload: it runs in a worker thread, where an exception is a 500."""
     texts: list[str] = []
     extra = 0
-    messages = payload.get("messages") or []
-    for m in messages:
+    messages = payload.get("messages")
+    for m in messages if isinstance(messages, list) else ():
         if not isinstance(m, dict):
             continue
         extra += PER_MESSAGE
-        texts.append(str(m.get("role", "")))
+        role = m.get("role")
+        texts.append(role if isinstance(role, str) else "")
         extra += _content_parts(m.get("content"), texts)
         if isinstance(m.get("reasoning_content"), str):
             texts.append(m["reasoning_content"])
-        for call in m.get("tool_calls") or ():
-            fn = call.get("function") if isinstance(call, dict) else None
-            if isinstance(fn, dict):
-                texts.append(str(fn.get("name", "")))
-                args = fn.get("arguments", "")
-                texts.append(args if isinstance(args, str) else orjson.dumps(args).decode())
+        _calls_text(m.get("tool_calls"), texts)
     for key in ("tools", "functions", "response_format"):
         if payload.get(key):
-            texts.append(orjson.dumps(payload[key]).decode())
+            texts.append(_json_text(payload[key]))
     return "\n".join(texts), extra
 
 

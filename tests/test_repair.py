@@ -161,3 +161,53 @@ def test_fast_validity_check_agrees_with_full_repair(messages, expected):
         assert repair.repair_messages(messages)[0] == expected
     finally:
         repair.is_valid = original
+
+
+# ---- odd shapes never raise: repair is pure and total over objects -------------------------------
+
+ODD = [None, 5, 1.5, True, "", ["a"], {"id": "a"}, [["x"]], {"a": {"b": []}}]
+
+
+@pytest.mark.parametrize("odd", ODD, ids=repr)
+def test_odd_tool_call_ids_are_orphans_or_ignored(odd):
+    """A tool_call_id that is not a string answers no call (it was TypeError: unhashable type)."""
+    messages = [user(), asst(A), {"role": "tool", "tool_call_id": odd, "content": "x"}, tool("a")]
+    repaired, counts = repair_messages(messages)
+    assert repaired == [user(), asst(A), tool("a")]
+    assert dict(counts) == {"orphan_tool_result": 1}
+
+
+@pytest.mark.parametrize("odd", [o for o in ODD if o != ""], ids=repr)
+def test_odd_call_ids_get_no_result_inserted(odd):
+    weird = {"id": odd, "type": "function", "function": {"name": "ls", "arguments": "{}"}}
+    messages = [user(), asst(weird, A), tool("a")]
+    assert repair_messages(messages) == (None, {})  # only string ids can be answered
+    assert is_valid(messages)
+
+
+def test_tool_message_without_tool_call_id_is_an_orphan():
+    repaired, counts = repair_messages([user(), asst(A), {"role": "tool", "content": "x"}, tool("a")])
+    assert repaired == [user(), asst(A), tool("a")] and dict(counts) == {"orphan_tool_result": 1}
+
+
+@pytest.mark.parametrize("field, odd", [
+    ("content", 5), ("content", {"text": ""}), ("content", [5, None, "x"]), ("content", [{"type": 1, "text": []}]),
+    ("content", [{"type": "text", "text": {"deep": [[[]]]}}]), ("tool_calls", 5), ("tool_calls", True),
+    ("tool_calls", "abc"), ("tool_calls", {"id": "a"}), ("tool_calls", [5, None, "x", []]),
+    ("function", None), ("function", "ls"), ("function", {"name": ["x"]}), ("function", {"name": {"a": 1}}),
+])
+def test_odd_field_shapes_never_raise(field, odd):
+    if field == "function":
+        messages = [user(), asst({"id": "a", "type": "function", "function": odd})]
+    else:
+        messages = [user(), {"role": "assistant", field: odd, **({} if field == "tool_calls" else {"tool_calls": [A]})},
+                    tool("a")]
+    repaired, _ = repair_messages(messages)
+    again = repaired if repaired is not None else messages
+    assert repair_messages(again)[0] is None  # whatever came out is stable
+
+
+def test_huge_arrays():
+    calls = [call(f"c{i}") for i in range(20_000)]
+    repaired, counts = repair_messages([user(), asst(*calls), *[tool(f"c{i}") for i in range(0, 20_000, 2)]])
+    assert counts["missing_tool_result"] == 10_000 and len(repaired) == 2 + 20_000

@@ -63,3 +63,34 @@ def test_large_request_estimate_is_close_to_a_real_count():
     assert estimate == exact + extra
     assert 100_000 < estimate < 200_000
     assert char_estimate(text) >= exact  # the fallback errs high, never lets a big prompt through
+
+
+ODD = [None, 5, 1.5, True, "text", [], [5, None, "x"], {"a": 1}, [{"type": 1}], [[["deep"]]]]
+
+
+@pytest.mark.parametrize("field", ["content", "tool_calls", "role", "reasoning_content", "name", "function_call"])
+@pytest.mark.parametrize("odd", ODD, ids=repr)
+def test_estimate_never_raises_on_odd_message_fields(field, odd):
+    """It runs in a worker thread for big bodies; an exception there was a 500 (tool_calls: 5)."""
+    payload = {"messages": [{"role": "assistant", field: odd}, {"role": "user", "content": "x"}]}
+    text, extra = prompt_text(payload)
+    assert "x" in text and extra >= 8
+    assert estimate_prompt_tokens(payload, count=char_estimate) > 0
+
+
+@pytest.mark.parametrize("calls, expected", [
+    (5, "assistant"), (True, "assistant"), ("calls", "assistant"), ({"function": {"name": "f"}}, "assistant"),
+    ([5, None, {"function": 5}, {"function": {"name": ["f"], "arguments": 7}}], "assistant\n\n7"),
+    ([{"function": {"name": "f", "arguments": {"a": [1]}}}], 'assistant\nf\n{"a":[1]}'),
+])
+def test_tool_call_text_of_odd_shapes(calls, expected):
+    assert prompt_text({"messages": [{"role": "assistant", "tool_calls": calls}]}) == (expected, 4)
+
+
+@pytest.mark.parametrize("payload", [
+    {}, {"messages": None}, {"messages": 5}, {"messages": "abc"}, {"messages": {"role": "user"}},
+    {"messages": [], "tools": 5}, {"messages": [], "tools": True, "functions": "f", "response_format": [1]},
+])
+def test_odd_payloads_never_raise(payload):
+    text, extra = prompt_text(payload)
+    assert isinstance(text, str) and isinstance(extra, int)
