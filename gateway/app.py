@@ -21,7 +21,8 @@ from .middleware import gateway
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import HTTP, KEYSTORE, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import HTTP, KEYSTORE, LEDGER, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .usage.ledger import Ledger
 
 log = structlog.get_logger("gateway.app")
 
@@ -45,6 +46,16 @@ def create_app(
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
+    ledger = app[LEDGER] = Ledger(
+        settings.prices,
+        settings.providers[0] if settings.providers else None,
+        auth=settings.enable_incoming_auth,
+        queue_max=settings.usage_queue_max,
+        flush_interval=settings.usage_flush_interval,
+        retention_days=settings.usage_retention_days,
+    )
+    app[RECORDERS].insert(0, ledger.record)  # first: it prices the request for the recorders after it
+    app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
@@ -91,6 +102,23 @@ async def _keystore(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await store.close()  # flushes pending usage
+
+
+async def _ledger(app: web.Application) -> AsyncIterator[None]:
+    """The usage ledger's database connections and writer task; at shutdown (after the last
+    request ended) it writes every queued row."""
+    settings, ledger = app[SETTINGS], app[LEDGER]
+    try:
+        await ledger.open(settings.incoming_key_db)
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(f"INCOMING_KEY_DB: cannot open {settings.incoming_key_db}: {e}") from None
+    task = asyncio.create_task(ledger.run())
+    try:
+        yield
+    finally:
+        ledger.stop()
+        await task
+        await ledger.close()
 
 
 def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], float] = time.monotonic) -> Router:

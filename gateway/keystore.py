@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from .migrations import migrate
+from .migrations import connect
 
 KEY_PREFIX = "sk-glm-"
 SHOWN_PREFIX_LEN = 12
@@ -67,18 +67,7 @@ class KeyStore:
 
     @classmethod
     async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> "KeyStore":
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout)
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await migrate(db)
-        except BaseException:
-            await db.close()
-            raise
-        store = cls(db)
+        store = cls(await connect(path, busy_timeout))
         store._data_version = await store._read_data_version()
         return store
 

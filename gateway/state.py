@@ -10,6 +10,7 @@ from .context import Recorder
 from .httpclient import HTTPClient
 from .keystore import KeyStore
 from .routing import Router
+from .usage.ledger import Ledger
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", HTTPClient)
@@ -18,3 +19,4 @@ ROUTER = web.AppKey("router", Router)
 REPAIRS = web.AppKey("repairs", Counter)  # transcript repairs by kind, since start
 # each finished request's context is handed to these (the usage ledger, metrics), in order
 RECORDERS: web.AppKey[list[Recorder]] = web.AppKey("recorders")
+LEDGER = web.AppKey("ledger", Ledger)  # the usage ledger: its recorder, queue and writer
