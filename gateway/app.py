@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from . import handlers, tokens
+from .api import stats
 from .config import ConfigError, Settings
 from .httpclient import HTTPClient, default_tls_context
 from .keypool import KeyPool
@@ -64,6 +65,7 @@ def create_app(
         app.router.add_get(path + "/{model:.+}", handlers.model)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/_status", handlers.status)
+    app.router.add_get("/stats", stats.stats)
     return app
 
 

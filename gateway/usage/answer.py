@@ -15,6 +15,7 @@ What each provider reports (checked against their answers):
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -24,7 +25,8 @@ from .estimate import PendingUsage
 
 
 def _int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    """A token count as reported; anything that is not a count of 0 or more reads as 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         return 0
     return int(value)
 

@@ -27,7 +27,7 @@ CHARS_PER_TOKEN = 4  # the provisional count only; the writer's is tiktoken's
 class PendingUsage(Usage):
     """A provisional estimate that carries what the writer needs for the tiktoken one."""
 
-    __slots__ = ("payload", "texts", "reasoning_texts", "scale", "prompt_known")
+    __slots__ = ("payload", "prompt_known", "reasoning_texts", "scale", "texts")
 
     def __init__(
         self,

@@ -183,7 +183,7 @@ class Ledger:
                 next_prune = self.clock() + (0.0 if more else PRUNE_EVERY)
             try:
                 await asyncio.wait_for(self._stop.wait(), self.flush_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             await self._guarded(self.flush)
             self._report_drops()

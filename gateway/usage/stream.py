@@ -63,8 +63,18 @@ def _json(event: bytes) -> object:
 class StreamTap:
     """One stream's usage: found as it passes, or estimated when it ends."""
 
-    __slots__ = ("strip", "usage", "payload", "prompt_tokens", "prompt_bytes", "kept", "kept_bytes",
-                 "total_bytes", "last", "before_last")
+    __slots__ = (
+        "before_last",
+        "kept",
+        "kept_bytes",
+        "last",
+        "payload",
+        "prompt_bytes",
+        "prompt_tokens",
+        "strip",
+        "total_bytes",
+        "usage",
+    )
 
     def __init__(self, payload: dict[str, Any], *, strip: bool, prompt_tokens: int | None = None,
                  prompt_bytes: int = 0) -> None:
@@ -112,7 +122,7 @@ class StreamTap:
                 out.append(event)
                 continue
             changed = True
-            if obj.pop("usage") is not None and not obj.get("choices"):
+            if isinstance(obj.pop("usage"), dict) and not obj.get("choices"):
                 obj.pop("timings", None)
                 continue  # a chunk that only carried usage: the client would not have had it
             out.append(b"data: " + orjson.dumps(obj))
