@@ -5,6 +5,8 @@ add a new one.
 """
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -69,6 +71,10 @@ async def connect(path: Path | str, busy_timeout: float = 5.0) -> aiosqlite.Conn
     timeout, migrated to the latest schema."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A file sqlite cannot open fails here, in a worker thread: when aiosqlite's own connect fails,
+    # its thread reports back later, and at start-up that is after the event loop closed (a
+    # traceback on stderr after the one-line error).
+    await asyncio.to_thread(lambda: sqlite3.connect(str(path)).close())
     db = await aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout)
     try:
         await db.execute("PRAGMA journal_mode=WAL")
