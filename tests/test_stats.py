@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.middleware import context_of
-from gateway.usage.stats import StatsQueryError, budget_use, day_start, month_start, parse_group_by, parse_time
+from gateway.usage.stats import (
+    StatsQueryError,
+    budget_use,
+    day_start,
+    iso,
+    month_start,
+    parse_group_by,
+    parse_time,
+)
 from tests.conftest import CHAT, auth_header
 from tests.usage_db import insert, rows
 
@@ -50,12 +58,21 @@ def test_bad_times_name_the_parameter(text):
     assert e.value.param == "until" and str(e.value).startswith("until must be a time")
 
 
-@given(st.text(max_size=30))
-def test_any_text_is_a_time_or_a_named_error(text):
+@pytest.mark.parametrize("text", ["99999999999d", "999999999999", "0001-01-01T00:00:00+01:00",
+                                  "9999-12-31T23:59:59-05:00", "1969-12-31"])
+def test_times_that_cannot_be_shown_are_refused(text):
+    with pytest.raises(StatsQueryError, match="since must be between 1970-01-01T00:00:00Z and 9999"):
+        parse_time(text, NOW, "since")
+
+
+@given(st.text(max_size=30) | st.from_regex(r"\A\d{1,14}[smhdw]?\Z") | st.datetimes().map(str))
+def test_any_text_is_a_time_that_can_be_shown_or_a_named_error(text):
     try:
-        assert isinstance(parse_time(text, NOW, "since"), float)
+        ts = parse_time(text, NOW, "since")
     except StatsQueryError as e:
         assert e.param == "since"
+    else:
+        assert isinstance(ts, float) and iso(ts)
 
 
 @pytest.mark.parametrize(
@@ -184,6 +201,7 @@ async def test_since_until_and_group_by(gateway, key_db):
     "query, param",
     [
         ("?since=yesterday", "since"),
+        ("?since=99999999999d", "since"),  # before 1970: a time no answer could show
         ("?until=7x", "until"),
         ("?group_by=user", "group_by"),
         ("?since=1d&until=2d", "since"),  # since after until

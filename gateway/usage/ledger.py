@@ -256,11 +256,14 @@ class Ledger:
         return True
 
     async def _guarded(self, step: Callable[[], Any]) -> Any:
+        """Run a writer step; a failure is logged and the writer goes on (the next interval retries)."""
         try:
             return await step()
         except (aiosqlite.Error, OSError) as e:  # e.g. the database is locked: keep serving, retry later
             log.warning("usage_write_failed", step=step.__name__, error=repr(e), queued=len(self._queue))
-            return None
+        except Exception:
+            log.exception("usage_writer_failed", step=step.__name__, queued=len(self._queue))
+        return None
 
     def _report_drops(self) -> None:
         if self.dropped != self._dropped_logged:

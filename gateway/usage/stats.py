@@ -46,6 +46,7 @@ _USD = ("cost_usd", "primary_cost_usd", "saved_usd")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _EPOCH = re.compile(r"^\d{1,12}(?:\.\d+)?$")
+EARLIEST, LATEST = 0.0, 253402300799.0  # 1970-01-01 to 9999-12-31T23:59:59Z: what can be shown
 
 
 class StatsQueryError(ValueError):
@@ -63,7 +64,17 @@ def parse_time(text: str, now: float, param: str) -> float:
     """Epoch seconds for ``text``: ``7d``/``24h``/``30m``/``90s``/``2w`` ago, ``now``, ``today``
     (UTC midnight), epoch seconds, an ISO date (UTC midnight) or an ISO date-time (UTC unless it
     gives an offset)."""
-    value = text.strip()
+    ts = _when(text.strip(), now)
+    if ts is None:
+        raise StatsQueryError(
+            param, f"{param} must be a time: 7d, 24h or 30m ago, 'today', epoch seconds, or an ISO date or "
+                   f"date-time such as 2026-01-31 or 2026-01-31T12:00:00Z; got {text!r}")
+    if not EARLIEST <= ts <= LATEST:
+        raise StatsQueryError(param, f"{param} must be between {iso(EARLIEST)} and {iso(LATEST)}; got {text!r}")
+    return ts
+
+
+def _when(value: str, now: float) -> float | None:
     low = value.lower()
     m = _RELATIVE.match(low)
     if m:
@@ -76,13 +87,11 @@ def parse_time(text: str, now: float, param: str) -> float:
         return float(value)
     try:
         when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise StatsQueryError(
-            param, f"{param} must be a time: 7d, 24h or 30m ago, 'today', epoch seconds, or an ISO date or "
-                   f"date-time such as 2026-01-31 or 2026-01-31T12:00:00Z; got {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return when.timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def parse_group_by(text: str | None, param: str = "group_by") -> tuple[str, ...]:
