@@ -155,7 +155,7 @@ class Settings:
         return settings
 
 
-def _prices(r: "_Reader") -> PriceTable:
+def _prices(r: _Reader) -> PriceTable:
     """The default prices, with ``PRICES_FILE``'s laid over them: read and checked at start."""
     prices_file = r.text("PRICES_FILE", "")
     if not prices_file:

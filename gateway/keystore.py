@@ -66,7 +66,7 @@ class KeyStore:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> "KeyStore":
+    async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> KeyStore:
         store = cls(await connect(path, busy_timeout))
         store._data_version = await store._read_data_version()
         return store

@@ -132,7 +132,8 @@ async def test_failed_requests_leave_a_row_at_no_cost(opened, tmp_path):
     ledger.record(left)
     assert failed.cost_usd == 0.0
     await ledger.flush()
-    got = [(r["status"], r["error_code"], r["cost_usd"], r["provider"], r["stream"]) for r in rows(tmp_path / "keys.db")]
+    got = [(r["status"], r["error_code"], r["cost_usd"], r["provider"], r["stream"])
+           for r in rows(tmp_path / "keys.db")]
     assert got == [(429, "rate_limit_exceeded", 0.0, None, 0), (499, "client_disconnected", 0.0, "cerebras", 1)]
 
 

@@ -23,7 +23,7 @@ from gateway.usage.stats import (
 from tests.conftest import CHAT, auth_header
 from tests.usage_db import insert, rows
 
-NOW = dt.datetime(2026, 3, 15, 12, 30, tzinfo=dt.timezone.utc).timestamp()
+NOW = dt.datetime(2026, 3, 15, 12, 30, tzinfo=dt.UTC).timestamp()
 DAY = 86400
 
 
@@ -38,13 +38,13 @@ DAY = 86400
         ("1.5h", NOW - 5400),
         (" 7D ", NOW - 7 * DAY),
         ("now", NOW),
-        ("today", dt.datetime(2026, 3, 15, tzinfo=dt.timezone.utc).timestamp()),
+        ("today", dt.datetime(2026, 3, 15, tzinfo=dt.UTC).timestamp()),
         ("1700000000", 1_700_000_000.0),
         ("1700000000.5", 1_700_000_000.5),
-        ("2026-03-01", dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc).timestamp()),
-        ("2026-03-01T10:00:00Z", dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc).timestamp()),
-        ("2026-03-01T10:00:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc).timestamp()),  # naive: UTC
-        ("2026-03-01T12:00:00+02:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc).timestamp()),
+        ("2026-03-01", dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp()),
+        ("2026-03-01T10:00:00Z", dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC).timestamp()),
+        ("2026-03-01T10:00:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC).timestamp()),  # naive: UTC
+        ("2026-03-01T12:00:00+02:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC).timestamp()),
     ],
 )
 def test_parse_time(text, expected):
@@ -98,8 +98,8 @@ def test_bad_group_by_names_the_parameter_and_the_choices(text):
 
 
 def test_day_and_month_start_are_utc():
-    assert day_start(NOW) == dt.datetime(2026, 3, 15, tzinfo=dt.timezone.utc).timestamp()
-    assert month_start(NOW) == dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc).timestamp()
+    assert day_start(NOW) == dt.datetime(2026, 3, 15, tzinfo=dt.UTC).timestamp()
+    assert month_start(NOW) == dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp()
 
 
 @dataclass

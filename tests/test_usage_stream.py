@@ -50,7 +50,8 @@ def u(usage: Usage | None) -> tuple | None:
         ("usage", None),
         (None, None),
         # hostile numbers count as 0
-        ({"usage": {"prompt_tokens": -5, "completion_tokens": "7", "prompt_tokens_details": None}}, (0, 0, 0, 0, False)),
+        ({"usage": {"prompt_tokens": -5, "completion_tokens": "7", "prompt_tokens_details": None}},
+         (0, 0, 0, 0, False)),
         ({"usage": {"prompt_tokens": True, "completion_tokens": 2.0}}, (0, 2, 0, 0, False)),
     ],
 )
@@ -59,7 +60,8 @@ def test_usage_from(obj, expected):
 
 
 def test_answer_usage_reads_the_body_or_estimates_its_text():
-    body = orjson.dumps({"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
+    body = orjson.dumps({"choices": [{"message": {"content": "hi"}}],
+                         "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
     assert u(answer_usage(body, {})) == (7, 2, 0, 0, False)
     no_usage = orjson.dumps({"choices": [{"message": {"content": "x" * 400, "reasoning_content": "y" * 40}}]})
     payload = {"messages": [{"role": "user", "content": "hello there"}]}
@@ -90,7 +92,8 @@ FINISH = event({"id": "c", "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": USAGE,
                 "time_info": {"total_time": 0.01}})
 FINISH_BARE = event({"id": "c", "object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "time_info": {"total_time": 0.01}})
+                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                     "time_info": {"total_time": 0.01}})
 
 
 def parsed(*chunks: bytes) -> list:
@@ -241,7 +244,8 @@ def test_build_request_asks_every_stream_for_usage(cfg, fields, sent_options):
 
 
 def test_a_client_that_asked_is_forwarded_byte_for_byte():
-    raw = orjson.dumps({"messages": MSG, "model": "glm-local", "stream": True, "stream_options": {"include_usage": True}})
+    raw = orjson.dumps({"messages": MSG, "model": "glm-local", "stream": True,
+                        "stream_options": {"include_usage": True}})
     req = parse_chat_request(raw)
     assert build_request(CFG, req) is req.raw
     assert wants_usage(req.payload) and upstream_stream_options(req.payload) is None

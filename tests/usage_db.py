@@ -26,7 +26,8 @@ def insert(path: Path, **fields) -> None:
     base.update(fields)
     con = sqlite3.connect(path)
     try:
-        con.execute(f"INSERT INTO usage ({', '.join(base)}) VALUES ({', '.join('?' * len(base))})", tuple(base.values()))
+        sql = f"INSERT INTO usage ({', '.join(base)}) VALUES ({', '.join('?' * len(base))})"
+        con.execute(sql, tuple(base.values()))
         con.commit()
     finally:
         con.close()

@@ -72,7 +72,7 @@ async def stats(request: web.Request) -> web.Response:
         "totals": total,
         "providers": await queries.served_share(db, since, until, client_id=client_id),
         "groups": await queries.totals(db, since, until, client_id=client_id, group_by=group_by) if group_by else [],
-        "pending_rows": ledger.status()["usage_queue_depth"],
+        "pending_rows": ledger.queue_depth,
     }
     budgets = await _budget_use(request, db, now, client_id)
     if budgets:

@@ -4,9 +4,10 @@ that omits it).
 Two steps, so that no tokenizer runs on the event loop:
 
 1. when the request ends, the stream tap (or the handler, for a whole answer) makes a
-   ``PendingUsage``: a provisional count from the text's length (about 4 characters a token; the prompt from routing's estimate when it made one,
-   else the body's bytes / 4), marked estimated. That is what ``ctx.usage`` holds when the
-   recorders run (the ledger prices it; budgets count it);
+   ``PendingUsage``: a provisional count from the text's length (about 4 characters a token;
+   the prompt from routing's estimate when it made one, else the body's bytes / 4), marked
+   estimated. That is what ``ctx.usage`` holds when the recorders run (the ledger prices it;
+   budgets count it);
 2. the ledger's writer calls ``refined()`` in a worker thread: tiktoken over the prompt and over
    the generated text (content, reasoning, tool call arguments), and that goes in the ledger row.
 
@@ -16,7 +17,8 @@ text of the rest is extrapolated by its byte count (``scale``).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import tokens
 from ..context import Usage

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import structlog
@@ -84,7 +85,7 @@ class Ledger:
     def __init__(
         self,
         prices: PriceTable,
-        primary: "ProviderConfig | None",
+        primary: ProviderConfig | None,
         *,
         auth: bool,
         queue_max: int,
@@ -99,7 +100,7 @@ class Ledger:
         self.flush_interval = flush_interval
         self.retention_days = retention_days
         self.clock = clock
-        self.dropped = 0
+        self.rows_dropped = 0
         self.written = 0
         self._dropped_logged = 0
         self._queue: deque[Entry] = deque()
@@ -129,7 +130,7 @@ class Ledger:
             if not priced:
                 self._unpriced(ctx.provider, ctx.model_served)
         if len(self._queue) >= self.queue_max:
-            self.dropped += 1
+            self.rows_dropped += 1
             return
         error = ctx.error_code
         if error is None:
@@ -159,8 +160,13 @@ class Ledger:
             log.warning("model_not_priced", provider=provider, model=model,
                         detail="tokens are counted, cost is left empty; give its price in PRICES_FILE")
 
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
     def status(self) -> dict[str, int]:
-        return {"usage_rows_dropped": self.dropped, "usage_queue_depth": len(self._queue),
+        """For ``/_status``; ``rows_dropped`` and ``queue_depth`` are also what the metrics read."""
+        return {"usage_rows_dropped": self.rows_dropped, "usage_queue_depth": self.queue_depth,
                 "usage_rows_written": self.written}
 
     # ---- the writer ---------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ class Ledger:
         """A failed batch back to the front of the queue, as much as the bound leaves room for."""
         room = max(0, self.queue_max - len(self._queue))
         kept = rows[:room]
-        self.dropped += len(rows) - len(kept)
+        self.rows_dropped += len(rows) - len(kept)
         self._queue.extendleft((row, None, None, None) for row in reversed(kept))
 
     async def prune(self) -> bool:
@@ -266,7 +272,7 @@ class Ledger:
         return None
 
     def _report_drops(self) -> None:
-        if self.dropped != self._dropped_logged:
-            log.warning("usage_rows_dropped", dropped=self.dropped - self._dropped_logged, total=self.dropped,
+        if self.rows_dropped != self._dropped_logged:
+            log.warning("usage_rows_dropped", dropped=self.rows_dropped - self._dropped_logged, total=self.rows_dropped,
                         queue_max=self.queue_max)
-            self._dropped_logged = self.dropped
+            self._dropped_logged = self.rows_dropped

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..context import Usage
 

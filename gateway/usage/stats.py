@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import aiosqlite
 
@@ -88,7 +89,7 @@ def _when(value: str, now: float) -> float | None:
     try:
         when = dt.datetime.fromisoformat(value)
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         return when.timestamp()
     except (ValueError, OverflowError):
         return None
@@ -110,18 +111,18 @@ def parse_group_by(text: str | None, param: str = "group_by") -> tuple[str, ...]
 
 def day_start(now: float) -> float:
     """The start of ``now``'s UTC day."""
-    return dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(hour=0, minute=0, second=0,
+    return dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0,
                                                                     microsecond=0).timestamp()
 
 
 def month_start(now: float) -> float:
     """The start of ``now``'s UTC month."""
-    return dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0,
+    return dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0,
                                                                     microsecond=0).timestamp()
 
 
 def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # ---- queries ------------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def _rounded(row: dict[str, Any]) -> dict[str, Any]:
 async def _fetch(db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
     async with db.execute(sql, args) as cur:
         names = [c[0] for c in cur.description]
-        return [_rounded(dict(zip(names, row))) for row in await cur.fetchall()]
+        return [_rounded(dict(zip(names, row, strict=True))) for row in await cur.fetchall()]
 
 
 async def totals(db: aiosqlite.Connection, since: float, until: float, *, client_id: int | None = None,
