@@ -131,12 +131,12 @@ async def test_failed_requests_leave_rows_at_no_cost(gateway, fake, key_db):
     limited = await client.post("/v1/chat/completions", json=CHAT, headers={"X-Request-Id": "bad-3"})
     assert limited.status == 429
     await eventually(lambda: len(rows(key_db)) == 3)
-    got = {r["request_id"]: (r["status"], r["provider"], r["error_code"], r["cost_usd"], r["prompt_tokens"])
-           for r in rows(key_db)}
+    got = {r["request_id"]: (r["status"], r["provider"], r["upstream_key"], r["error_code"], r["cost_usd"],
+                             r["prompt_tokens"]) for r in rows(key_db)}
     assert got == {
-        "bad-1": (400, "cerebras", None, 0.0, 0),
-        "bad-2": (400, None, "invalid_json", 0.0, 0),
-        "bad-3": (429, None, "rate_limit_exceeded", 0.0, 0),
+        "bad-1": (400, "cerebras", "k1", None, 0.0, 0),  # the upstream's own 4xx, from the key that got it
+        "bad-2": (400, None, None, "invalid_json", 0.0, 0),
+        "bad-3": (429, None, None, "rate_limit_exceeded", 0.0, 0),
     }
 
 

@@ -138,8 +138,11 @@ class Ledger:
                 error = "upstream_stream_error"
             elif ctx.client_disconnected:
                 error = "client_disconnected"
+        key = ctx.upstream_key
+        if key is None and ctx.provider is not None and ctx.attempts:  # an upstream 4xx: its last attempt's key
+            key = ctx.attempts[-1].key
         row = (
-            ctx.started_at, ctx.request_id, ctx.client_id, ctx.client_name, ctx.provider, ctx.upstream_key,
+            ctx.started_at, ctx.request_id, ctx.client_id, ctx.client_name, ctx.provider, key,
             ctx.model_asked, ctx.model_served, 1 if ctx.stream else 0, ctx.status,
             *_usage_block(usage, ctx.cost_usd, ctx.primary_cost_usd, priced),
             ctx.latency_ms, ctx.ttft_ms, ctx.attempt_count, ctx.fallback_reason,
