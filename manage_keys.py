@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 import click
 from dotenv import load_dotenv
 
 from gateway.keystore import ClientKey, KeyStore, KeyStoreError
+from gateway.migrations import connect
+from gateway.usage.stats import StatsQueryError, budget_use, iso, parse_group_by, parse_time, spend_by_client, totals
 
 T = TypeVar("T")
 DEFAULT_DB = "./data/incoming_keys.db"
@@ -50,9 +53,9 @@ def _row(k: ClientKey) -> dict[str, Any]:
     }
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], empty: str = "no keys yet: add one with `manage_keys.py add NAME`") -> str:
     if not rows:
-        return "no keys yet: add one with `manage_keys.py add NAME`"
+        return empty
     cols = list(rows[0])
     width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     lines = ["  ".join(c.upper().ljust(width[c]) for c in cols)]
@@ -77,6 +80,8 @@ def cli(ctx: click.Context, db: str) -> None:
         python manage_keys.py add cline-laptop
         python manage_keys.py list
         python manage_keys.py revoke cline-laptop
+        python manage_keys.py stats
+        python manage_keys.py usage --since 7d --by provider
     """
     ctx.obj = db
 
@@ -126,21 +131,117 @@ def enable(db: str, ref: str) -> None:
     click.echo(f"enabled key {key.id} ({key.name})")
 
 
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.4f}"
+
+
+def _budget_cell(use: dict[str, dict[str, float]] | None) -> str:
+    if not use:
+        return "-"
+    cells = []
+    for name, u in use.items():
+        shown = (lambda v: f"${v:,.2f}") if name.endswith("_usd") else (lambda v: f"{v:,.0f}")
+        cells.append(f"{name.replace('_', ' ')} {shown(u['used'])}/{shown(u['limit'])} ({u['fraction']:.0%})")
+    return "; ".join(cells)
+
+
+def _ledger(db: str, query: Callable[[Any], Awaitable[T]]) -> Callable[[KeyStore], Awaitable[T]]:
+    """An action that runs ``query`` on a connection to the usage ledger (in the same file)."""
+
+    async def action(store: KeyStore) -> T:
+        conn = await connect(db)
+        try:
+            return await query(conn)
+        finally:
+            await conn.close()
+
+    return action
+
+
 @cli.command()
 @click.pass_obj
 def stats(db: str) -> None:
-    """Usage per key: requests and last use (written by the gateway every few seconds)."""
-    keys = _run(db, lambda s: s.list())
-    rows = [
-        {"name": k.name, "status": "active" if k.active else "revoked", "requests": k.request_count,
-         "last_used": _when(k.last_used_at)}
-        for k in sorted(keys, key=lambda k: -k.request_count)
-    ]
+    """Usage per key: requests in all, and requests, tokens and cost today and this month (UTC).
+
+    A key with budgets also shows what it used of each. Rows reach the database within
+    USAGE_FLUSH_INTERVAL seconds of each request. Example: python manage_keys.py stats
+    """
+    now = time.time()
+
+    async def gather(store: KeyStore) -> tuple[list[ClientKey], dict[int | None, dict[str, Any]]]:
+        keys = await store.list()
+        return keys, await _ledger(db, lambda conn: spend_by_client(conn, now))(store)
+
+    keys, spend = _run(db, gather)
+    budgeted = any(budget_use(k, None) for k in keys)
+    rows = []
+    for k in sorted(keys, key=lambda k: -k.request_count):
+        used = spend.get(k.id, {})
+        row = {"name": k.name, "status": "active" if k.active else "revoked", "requests": k.request_count,
+               "today": used.get("today_requests", 0), "tokens_today": used.get("today_tokens", 0),
+               "cost_today": _usd(used.get("today_cost_usd", 0.0)), "month": used.get("month_requests", 0),
+               "tokens_month": used.get("month_tokens", 0), "cost_month": _usd(used.get("month_cost_usd", 0.0))}
+        if budgeted:
+            row["budgets"] = _budget_cell(budget_use(k, used))
+        row["last_used"] = _when(k.last_used_at)
+        rows.append(row)
     click.echo(_table(rows))
     if keys:
         active = sum(k.active for k in keys)
         total = sum(k.request_count for k in keys)
         click.echo(f"\n{len(keys)} keys ({active} active), {total} requests in all")
+
+
+def _option(param: str, parse: Callable[[str], T]) -> T:
+    try:
+        return parse(param)
+    except StatsQueryError as e:
+        raise click.BadParameter(str(e).removeprefix(f"{e.param} "), param_hint=f"'{e.param}'") from None
+
+
+@cli.command()
+@click.option("--since", default="7d", show_default=True,
+              help="Start: 7d, 24h, 30m ago, 'today', epoch seconds or an ISO date/date-time (UTC).")
+@click.option("--until", default="now", show_default=True, help="End, in the same forms.")
+@click.option("--by", "by", default="provider", show_default=True,
+              help="Group by provider, client, model or day (comma-separated for several).")
+@click.pass_obj
+def usage(db: str, since: str, until: str, by: str) -> None:
+    """Requests, tokens, cost and savings from the usage ledger, grouped.
+
+    \b
+    Example:
+        python manage_keys.py usage --since 7d --by provider
+        python manage_keys.py usage --since 2026-01-01 --by client,day
+    """
+    now = time.time()
+    start = _option(since, lambda t: parse_time(t, now, "--since"))
+    end = _option(until, lambda t: parse_time(t, now, "--until"))
+    groups = _option(by, lambda t: parse_group_by(t, "--by"))
+    if not groups:
+        raise click.BadParameter("give at least one of provider, client, model, day", param_hint="'--by'")
+    if start >= end:
+        raise click.BadParameter(f"--since ({iso(start)}) must be before --until ({iso(end)})",
+                                 param_hint="'--since'")
+
+    async def query(conn: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return (await totals(conn, start, end, group_by=groups), (await totals(conn, start, end))[0])
+
+    found, total = _run(db, _ledger(db, query))
+    rows = []
+    for g in found:
+        row = {name: g["client"] if name == "client" else g[name] for name in groups}
+        row.update(requests=g["requests"], failed=g["failed_requests"], prompt=g["prompt_tokens"],
+                   completion=g["completion_tokens"], cached=g["cached_tokens"], reasoning=g["reasoning_tokens"],
+                   cost=_usd(g["cost_usd"]), saved=_usd(g["saved_usd"]))
+        if g["unpriced_requests"]:
+            row["cost"] += f" (+{g['unpriced_requests']} unpriced)"
+        rows.append({k: "-" if v is None else v for k, v in row.items()})
+    click.echo(f"usage from {iso(start)} to {iso(end)}")
+    click.echo(_table(rows, empty="no requests in that window"))
+    if rows:
+        click.echo(f"\n{total['requests']} requests, {total['total_tokens']:,} tokens, "
+                   f"{_usd(total['cost_usd'])}, saved {_usd(total['saved_usd'])} against the primary provider")
 
 
 def main() -> None:

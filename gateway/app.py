@@ -14,6 +14,7 @@ from aiohttp import web
 
 from . import handlers, tokens
 from .api import metrics as metrics_api
+from .api import stats
 from .config import ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
@@ -25,7 +26,8 @@ from .observability import Metrics
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import CORS, HTTP, KEYSTORE, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .usage.ledger import Ledger
 
 log = structlog.get_logger("gateway.app")
 
@@ -56,6 +58,17 @@ def create_app(
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
+    ledger = app[LEDGER] = Ledger(
+        settings.prices,
+        settings.providers[0] if settings.providers else None,
+        auth=settings.enable_incoming_auth,
+        queue_max=settings.usage_queue_max,
+        flush_interval=settings.usage_flush_interval,
+        retention_days=settings.usage_retention_days,
+    )
+    app[RECORDERS].insert(0, ledger.record)  # first: it prices the request for the recorders after it
+    metrics.ledger = ledger  # rows dropped and queue depth, read at scrape time
+    app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
@@ -65,6 +78,7 @@ def create_app(
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/_status", handlers.status)
     app.router.add_get(metrics_api.PATH, metrics_api.metrics)
+    app.router.add_get("/stats", stats.stats)
     return app
 
 
@@ -103,6 +117,23 @@ async def _keystore(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await store.close()  # flushes pending usage
+
+
+async def _ledger(app: web.Application) -> AsyncIterator[None]:
+    """The usage ledger's database connections and writer task; at shutdown (after the last
+    request ended) it writes every queued row."""
+    settings, ledger = app[SETTINGS], app[LEDGER]
+    try:
+        await ledger.open(settings.incoming_key_db)
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(f"INCOMING_KEY_DB: cannot open {settings.incoming_key_db}: {e}") from None
+    task = asyncio.create_task(ledger.run())
+    try:
+        yield
+    finally:
+        ledger.stop()
+        await task
+        await ledger.close()
 
 
 def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], float] = time.monotonic) -> Router:

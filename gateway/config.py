@@ -13,6 +13,7 @@ from typing import Callable, Mapping, TypeVar
 from .cors import parse_origins
 from .httpclient import Endpoint
 from .secrets import Secret
+from .usage.prices import PriceFileError, PriceTable, default_prices, load_prices
 
 T = TypeVar("T")
 
@@ -87,6 +88,10 @@ class Settings:
     usage_flush_interval: float = 2.0
     metrics_public: bool = False  # /metrics without an admin key
     cors_origins: tuple[str, ...] = ()  # allowed browser origins; ("*",) for any; () for none
+    # the usage ledger (gateway/usage)
+    prices: PriceTable = field(default_factory=default_prices)  # defaults + PRICES_FILE
+    usage_queue_max: int = 100_000
+    usage_retention_days: float = 90.0
 
     @property
     def public_models(self) -> list[str]:
@@ -148,8 +153,22 @@ class Settings:
             usage_flush_interval=r.number("USAGE_FLUSH_INTERVAL", 2.0, minimum=0.05),
             metrics_public=r.boolean("METRICS_PUBLIC", False),
             cors_origins=r.origins("CORS_ORIGINS"),
+            prices=_prices(r),
+            usage_queue_max=r.integer("USAGE_QUEUE_MAX", 100_000, minimum=1),
+            usage_retention_days=r.number("USAGE_RETENTION_DAYS", 90.0, minimum=0.01),
         )
         return settings
+
+
+def _prices(r: _Reader) -> PriceTable:
+    """The default prices, with ``PRICES_FILE``'s laid over them: read and checked at start."""
+    prices_file = r.text("PRICES_FILE", "")
+    if not prices_file:
+        return default_prices()
+    try:
+        return load_prices(Path(prices_file), (CEREBRAS, SYNTHETIC, ZAI, LOCAL))
+    except PriceFileError as e:
+        raise ConfigError(f"PRICES_FILE: {e}") from None
 
 
 def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConfig | None:

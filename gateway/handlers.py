@@ -17,7 +17,9 @@ from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
 from .sse import DONE, error_event
-from .state import REPAIRS, ROUTER, SETTINGS
+from .state import LEDGER, REPAIRS, ROUTER, SETTINGS
+from .usage.answer import answer_usage
+from .usage.stream import StreamTap, wants_usage
 
 log = structlog.get_logger("gateway.handlers")
 
@@ -46,6 +48,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not req.stream:
         served = await router.complete(req, ctx)
         done: Completion = served.result  # type: ignore[assignment]
+        ctx.usage = answer_usage(done.body, req.payload, prompt_tokens=req.prompt_tokens, prompt_bytes=len(req.raw))
         return web.Response(
             status=done.status,
             body=done.body,
@@ -53,7 +56,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
     served = await router.open_stream(req, ctx)
     stream, first = served.result  # type: ignore[misc]
-    return await relay_stream(request, ctx, served, stream, first)
+    tap = StreamTap(req.payload, strip=not wants_usage(req.payload), prompt_tokens=req.prompt_tokens,
+                    prompt_bytes=len(req.raw))
+    return await relay_stream(request, ctx, served, stream, first, tap)
 
 
 def repair_transcript(request: web.Request, ctx: RequestContext, req: ChatRequest) -> None:
@@ -67,9 +72,10 @@ def repair_transcript(request: web.Request, ctx: RequestContext, req: ChatReques
 
 
 async def relay_stream(
-    request: web.Request, ctx: RequestContext, served: Served, stream: Stream, first: bytes
+    request: web.Request, ctx: RequestContext, served: Served, stream: Stream, first: bytes, tap: StreamTap
 ) -> web.StreamResponse:
-    """Write each upstream event to the client as it arrives; always end with ``data: [DONE]``."""
+    """Write each upstream event to the client as it arrives; always end with ``data: [DONE]``.
+    ``tap`` reads the usage as it passes (and takes it out when the client did not ask for it)."""
     provider = served.upstream.name
     response = web.StreamResponse(
         status=200,
@@ -85,9 +91,13 @@ async def relay_stream(
     saw_done = first.endswith(DONE)
     try:
         await response.prepare(request)
-        await response.write(first)
+        out = tap.feed(first)
+        if out:
+            await response.write(out)
         async for chunk in stream.events:
-            await response.write(chunk)
+            out = tap.feed(chunk)
+            if out:
+                await response.write(out)
             chunks += 1
             if chunk.endswith(DONE):
                 saw_done = True
@@ -109,6 +119,7 @@ async def relay_stream(
         log.info("client_disconnected", provider=provider, chunks_sent=chunks)
     finally:
         ctx.chunks = chunks  # also when the client's disconnect cancelled the handler
+        ctx.usage = tap.finish()
         await stream.aclose()
     return response
 
@@ -152,5 +163,6 @@ async def status(request: web.Request) -> web.Response:
             "current_key": first["current_key"],
             "providers": providers,
             "repairs": dict(request.app[REPAIRS]),
+            **request.app[LEDGER].status(),  # usage_rows_dropped, usage_queue_depth
         }
     )

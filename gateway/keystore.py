@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
-from .migrations import migrate
+from .migrations import connect
 
 KEY_PREFIX = "sk-glm-"
 SHOWN_PREFIX_LEN = 12
@@ -70,24 +69,8 @@ class KeyStore:
 
     @classmethod
     async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> KeyStore:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout)
-        try:
-            db = await conn
-        except BaseException:
-            await _worker_stopped(conn)
-            raise
-        store = cls(db)
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await migrate(db)
-            store._data_version = await store._read_data_version()
-        except BaseException:
-            await db.close()  # waits for the worker thread's last call back into this loop
-            raise
+        store = cls(await connect(path, busy_timeout))
+        store._data_version = await store._read_data_version()
         return store
 
     async def close(self) -> None:
@@ -232,19 +215,6 @@ class KeyStore:
         async with self._db.execute("PRAGMA data_version") as cur:
             row = await cur.fetchone()
         return int(row[0])
-
-
-async def _worker_stopped(conn: aiosqlite.Connection) -> None:
-    """Wait for the worker thread of a connection that failed to open.
-
-    aiosqlite (0.22) answers a failed connect by queueing a stop it does not wait for; its thread
-    then calls back into the loop, and if the loop has closed meanwhile (a start-up that fails
-    ends the process) it prints "Event loop is closed". aiosqlite has no public join (its issue
-    #387), so this joins the thread it keeps in ``_thread``, off the loop.
-    """
-    thread = getattr(conn, "_thread", None)
-    if isinstance(thread, threading.Thread) and thread.is_alive():
-        await asyncio.to_thread(thread.join, 5.0)
 
 
 def _shown(ref: str) -> str:

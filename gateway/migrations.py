@@ -5,7 +5,11 @@ add a new one.
 """
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
 import time
+from pathlib import Path
 
 import aiosqlite
 
@@ -25,7 +29,81 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # one row per chat request that passed auth (gateway/usage/ledger.py writes it)
+        "002_usage",
+        """
+        CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            request_id TEXT NOT NULL,
+            client_key_id INTEGER,
+            client_name TEXT,
+            provider TEXT,
+            upstream_key TEXT,
+            model_requested TEXT,
+            model_served TEXT,
+            stream INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL,
+            primary_cost_usd REAL,
+            priced INTEGER NOT NULL DEFAULT 0,
+            tokens_estimated INTEGER NOT NULL DEFAULT 0,
+            latency_ms REAL,
+            ttft_ms REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            fallback_reason TEXT,
+            repairs INTEGER NOT NULL DEFAULT 0,
+            error_code TEXT
+        );
+        CREATE INDEX usage_ts ON usage (ts);
+        CREATE INDEX usage_client_ts ON usage (client_key_id, ts);
+        """,
+    ),
 ]
+
+
+async def connect(path: Path | str, busy_timeout: float = 5.0) -> aiosqlite.Connection:
+    """A connection to the database at ``path`` (created if need be), in WAL mode with a busy
+    timeout, migrated to the latest schema."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A file sqlite cannot open fails here, in a worker thread: when aiosqlite's own connect fails,
+    # its thread reports back later, and at start-up that is after the event loop closed (a
+    # traceback on stderr after the one-line error).
+    await asyncio.to_thread(lambda: sqlite3.connect(str(path)).close())
+    conn = aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout)
+    try:
+        db = await conn
+    except BaseException:  # (the file changed since the check above)
+        await _worker_stopped(conn)
+        raise
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await migrate(db)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def _worker_stopped(conn: aiosqlite.Connection) -> None:
+    """Wait for the worker thread of a connection that failed to open.
+
+    aiosqlite (0.22) answers a failed connect by queueing a stop it does not wait for; its thread
+    then calls back into the loop, and if the loop has closed meanwhile (a start-up that fails
+    ends the process) it prints "Event loop is closed". aiosqlite has no public join (its issue
+    #387), so this joins the thread it keeps in ``_thread``, off the loop.
+    """
+    thread = getattr(conn, "_thread", None)
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        await asyncio.to_thread(thread.join, 5.0)
 
 
 async def migrate(db: aiosqlite.Connection) -> list[str]:

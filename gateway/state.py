@@ -12,6 +12,7 @@ from .httpclient import HTTPClient
 from .keystore import KeyStore
 from .observability import Metrics
 from .routing import Router
+from .usage.ledger import Ledger
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", HTTPClient)
@@ -23,3 +24,4 @@ RECORDERS: web.AppKey[list[Recorder]] = web.AppKey("recorders")
 METRICS = web.AppKey("metrics", Metrics)
 LIVE: web.AppKey[set[RequestContext]] = web.AppKey("live")  # requests in flight (the middleware's)
 CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")  # None: CORS_ORIGINS unset, no CORS headers
+LEDGER = web.AppKey("ledger", Ledger)  # the usage ledger: its recorder, queue and writer

@@ -24,27 +24,56 @@ class Received:
     path: str = ""
 
 
-def completion(content: str = "hello", model: str = "zai-glm-4.7") -> dict[str, Any]:
-    return {
+BILLED: web.AppKey[list[dict[str, Any]]] = web.AppKey("billed", list)  # the usage each answer reported
+
+
+def usage(prompt: int = 5, completion: int = 1, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    """A usage object as OpenAI (and Cerebras, Z.ai, Synthetic) report it."""
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if reasoning:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return out
+
+
+def completion(content: str = "hello", model: str = "zai-glm-4.7", usage_: dict | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        "usage": usage() if usage_ is None else usage_,
     }
+    if not out["usage"]:
+        del out["usage"]
+    return out
 
 
-def chunk(content: str) -> bytes:
-    obj = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]}
+def chunk(content: str, delta: dict | None = None, finish_reason: str | None = None, **extra: Any) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "delta": {"content": content} if delta is None else delta}
+    if finish_reason is not None:
+        choice["finish_reason"] = finish_reason
+    obj = {"id": "c", "object": "chat.completion.chunk", "choices": [choice], **extra}
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def ok(content: str = "hello", headers: dict[str, str] | None = None) -> Reply:
+def _billed(request: web.Request, reported: dict[str, Any]) -> None:
+    request.app[BILLED].append(reported)
+
+
+def ok(content: str = "hello", headers: dict[str, str] | None = None, usage_: dict | None = None) -> Reply:
+    """A whole answer; ``usage_`` replaces the default usage (``{}``: an answer without usage)."""
+
     async def reply(request: web.Request, body: dict) -> web.StreamResponse:
         if body.get("stream"):  # as a real upstream: a streamed request is answered in SSE
             return await stream([content], headers=headers)(request, body)
-        return web.json_response(completion(content, body.get("model", "")), headers=headers)
+        answer = completion(content, body.get("model", ""), usage_)
+        if "usage" in answer:
+            _billed(request, answer["usage"])
+        return web.json_response(answer, headers=headers)
 
     return reply
 
@@ -91,20 +120,35 @@ def hang(seconds: float = 3600) -> Reply:
 
 
 def stream(parts: list[str], gate: asyncio.Event | None = None, done: bool = True,
-           die_after: int | None = None, headers: dict[str, str] | None = None) -> Reply:
+           die_after: int | None = None, headers: dict[str, str] | None = None,
+           usage_: dict | None = None, usage_on: str = "chunk", reasoning: list[str] = ()) -> Reply:
     """SSE chunks; with ``gate``, everything after the first chunk waits until the gate is set.
-    With ``die_after=n`` the connection is cut after n chunks, mid-stream."""
+    With ``die_after=n`` the connection is cut after n chunks, mid-stream.
+
+    ``usage_`` is reported as a real server does: ``usage_on="chunk"`` (OpenAI, llama.cpp) in a
+    chunk of its own with ``choices: []``, and only when the request asked for it
+    (``stream_options.include_usage``); ``"finish"`` (Cerebras, Z.ai) on the chunk with the
+    ``finish_reason``, asked or not. ``reasoning`` deltas (``reasoning_content``) come first."""
 
     async def reply(request: web.Request, body: dict) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **(headers or {})})
         await resp.prepare(request)
-        for i, part in enumerate(parts):
+        events = [chunk("", delta={"reasoning_content": r}) for r in reasoning] + [chunk(p) for p in parts]
+        for i, event in enumerate(events):
             if i == 1 and gate is not None:
                 await gate.wait()
             if die_after is not None and i == die_after:
                 request.transport.close()  # cut the connection mid-stream
                 return resp
-            await resp.write(chunk(part))
+            await resp.write(event)
+        asked = (body.get("stream_options") or {}).get("include_usage") is True
+        if usage_ is not None and usage_on == "finish":
+            await resp.write(chunk("", delta={}, finish_reason="stop", usage=usage_))
+            _billed(request, usage_)
+        elif usage_ is not None and asked:
+            await resp.write(b"data: " + orjson.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [],
+                                                        "usage": usage_}) + b"\n\n")
+            _billed(request, usage_)
         if done:
             await resp.write(b"data: [DONE]\n\n")
         return resp
@@ -132,6 +176,7 @@ class FakeUpstream:
     received: list[Received] = field(default_factory=list)
     scripts: dict[str | None, list[Reply]] = field(default_factory=dict)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    billed: list[dict[str, Any]] = field(default_factory=list)  # the usage each answer reported
     url: str = ""
 
     def script(self, key: str | None, *replies: Reply) -> None:
@@ -156,5 +201,6 @@ class FakeUpstream:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        app[BILLED] = self.billed
         app.router.add_post("/v1/chat/completions", self.handle)
         return app

@@ -30,13 +30,14 @@ def _client(client_ctx: ssl.SSLContext, port: int) -> HTTPClient:
     return HTTPClient(ssl_context=client_ctx, resolve=resolve)
 
 
-async def test_default_base_url_and_auth(aiohttp_client, aiohttp_server, log_dir):
+async def test_default_base_url_and_auth(aiohttp_client, aiohttp_server, log_dir, key_db):
     server_ctx, client_ctx = _tls_pair("api.cerebras.ai")
     fake = FakeUpstream()
     fake.default = ok(headers={"x-ratelimit-remaining-tokens-minute": "12345"})
     server = await aiohttp_server(fake.app(), ssl=server_ctx)
     settings = Settings.from_env({"CEREBRAS_API_KEYS": '{"main": "csk-default-test"}',
-                                  "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir)})
+                                  "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir),
+                                  "INCOMING_KEY_DB": str(key_db)})  # the usage ledger's file, not ./data
     client = await aiohttp_client(create_app(settings, http_client=lambda: _client(client_ctx, server.port)))
 
     resp = await client.post("/v1/chat/completions", json=CHAT)
@@ -50,13 +51,14 @@ async def test_default_base_url_and_auth(aiohttp_client, aiohttp_server, log_dir
     assert status["keys"][0]["remaining_tokens_minute"] == 12345
 
 
-async def test_an_untrusted_certificate_is_refused(aiohttp_client, aiohttp_server, log_dir):
+async def test_an_untrusted_certificate_is_refused(aiohttp_client, aiohttp_server, log_dir, key_db):
     server_ctx, _ = _tls_pair("api.cerebras.ai")
     _, other_trust = _tls_pair("api.cerebras.ai")  # trusts a different CA
     fake = FakeUpstream()
     server = await aiohttp_server(fake.app(), ssl=server_ctx)
     settings = Settings.from_env({"CEREBRAS_API_KEYS": '{"main": "csk-default-test"}',
-                                  "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir)})
+                                  "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir),
+                                  "INCOMING_KEY_DB": str(key_db)})  # the usage ledger's file, not ./data
     client = await aiohttp_client(create_app(settings, http_client=lambda: _client(other_trust, server.port)))
 
     resp = await client.post("/v1/chat/completions", json=CHAT)

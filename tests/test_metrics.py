@@ -49,7 +49,7 @@ def ledger_stand_in(app: web.Application) -> None:
             ctx.usage = Usage(prompt_tokens=5, completion_tokens=1)
             ctx.cost_usd = 0.25
 
-    app[RECORDERS].insert(0, price)
+    app[RECORDERS].insert(1, price)  # after the real ledger, which prices first
 
 
 # ---- the counters move as requests are served -----------------------------------------------------

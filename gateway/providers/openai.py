@@ -17,6 +17,7 @@ from ..httpclient import Endpoint, HTTPClient, HTTPError, Response, Timeout, enc
 from ..logs import shorten
 from ..ratelimits import parse_rate_limits, rate_limit_cooldown
 from ..sse import EventTooLarge, SSESplitter
+from ..usage.stream import upstream_stream_options
 from .base import Completion, Failure, Stream, UpstreamError
 
 USER_AGENT = f"glm-gateway/{__version__}"
@@ -25,7 +26,8 @@ _CONTEXT_PHRASES = ("context length", "context window", "maximum context", "cont
 
 
 def build_request(cfg: ProviderConfig, req: ChatRequest) -> bytes:
-    """The body this provider gets: model rewritten, completion tokens capped; else the raw bytes."""
+    """The body this provider gets: model rewritten, completion tokens capped, a stream asked for
+    its usage; else the raw bytes."""
     payload = req.payload
     changes: dict[str, Any] = {}
     model = cfg.model_for(payload.get("model"))
@@ -40,9 +42,26 @@ def build_request(cfg: ProviderConfig, req: ChatRequest) -> bytes:
             value = payload.get(field)
             if isinstance(value, int) and value > cap:
                 changes[field] = cap
+    if req.stream:  # every stream is asked for its usage (the relay hides it from clients that did not)
+        options = upstream_stream_options(payload)
+        if options is not None:
+            if not changes and not req.modified and "stream_options" not in payload:
+                return _with_stream_options(req.raw)
+            changes["stream_options"] = options
     if not changes:
         return req.body()
     return orjson.dumps({**payload, **changes})
+
+
+_ASK_USAGE = b',"stream_options":{"include_usage":true}}'
+
+
+def _with_stream_options(raw: bytes) -> bytes:
+    """The client's bytes with ``stream_options`` added as the last member: a copy, not a
+    re-encoding of a body that may be megabytes (written by hand: the body is a JSON object, so
+    it ends in ``}`` and holds at least ``messages``, and it had no ``stream_options``)."""
+    body = raw.rstrip()
+    return body[:-1] + _ASK_USAGE
 
 
 def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
