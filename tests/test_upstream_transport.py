@@ -36,7 +36,7 @@ from gateway.transport import (
 )
 from tests import fakes
 from tests.conftest import CHAT, _free_port, eventually
-from tests.tls import server_context, trusting
+from tests.tls import Pinned, server_context, trusting
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
@@ -129,9 +129,10 @@ async def provider():
     app would build (closed at the end)."""
     sessions = []
 
-    async def make(url: str, tls: ssl.SSLContext | None = None, **env: str) -> OpenAICompatible:
+    async def make(url: str, tls: ssl.SSLContext | None = None, resolver: Pinned | None = None,
+                   **env: str) -> OpenAICompatible:
         s = Settings.from_env({"CEREBRAS_API_KEYS": "csk-transport-test", "CEREBRAS_BASE_URL": url, **env})
-        session = new_session(s, tls=tls)
+        session = new_session(s, tls=tls, resolver=resolver)
         sessions.append(session)
         return OpenAICompatible(s.providers[0], session, s.timeouts, map_error)
 
@@ -245,7 +246,8 @@ async def test_the_request_is_sent_as_built(raw_server, provider):
 
 
 async def test_cookies_set_by_an_upstream_are_not_sent_back(raw_server, provider):
-    server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 2\r\n\r\nok"))
+    server = await raw_server(reply(b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\n"
+                                    b"Content-Length: 2\r\n\r\nok"))
     p = await provider(server.url)
     await chat(p)
     await chat(p)
@@ -294,8 +296,8 @@ async def test_a_compressed_bomb_is_refused_in_bounded_memory(raw_server, provid
     content_type = b"text/event-stream" if stream else b"application/json"
 
     async def sends_it(reader, writer, n):
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
-                     % (content_type, len(bomb)))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Encoding: gzip\r\n" % content_type)
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(bomb))
         writer.write(bomb)
         await writer.drain()
 
@@ -382,6 +384,25 @@ async def test_concurrent_calls_share_at_most_the_per_host_cap_of_connections(ga
     answers = await asyncio.gather(*calls)
     assert [r.status for r in answers] == [200] * 12
     assert server.connections == 3 and len(server.requests) == 12
+
+
+async def test_concurrent_calls_to_one_host_share_one_dns_lookup(raw_server, provider):
+    gate = asyncio.Event()
+
+    async def held(reader, writer, n):
+        await gate.wait()
+        writer.write(OK)
+        await writer.drain()
+
+    server = await raw_server(held)
+    resolver = Pinned("upstream.test", 80, server.port)
+    p = await provider("http://upstream.test/v1", resolver=resolver)
+    calls = [asyncio.create_task(chat(p)) for _ in range(20)]
+    await eventually(lambda: len(server.requests) == 20)
+    gate.set()
+    await asyncio.gather(*calls)
+    await chat(p)
+    assert resolver.lookups == 1  # (cached for DNS_CACHE_SECONDS)
 
 
 # ---- timeouts ------------------------------------------------------------------------------------

@@ -99,6 +99,8 @@ def map_error(
         return UpstreamError(Failure.AUTH, summary, **common)
     if status == 402:
         return UpstreamError(Failure.PAYMENT, summary, **common)
+    if status == 407:  # a forward proxy (HTTP_PROXY) refused the gateway's credentials: not the client's fault
+        return UpstreamError(Failure.CONNECTION, f"the proxy wants other credentials: {summary}", **common)
     if status == 408:
         return UpstreamError(Failure.TIMEOUT, summary, **common)
     if status in (400, 413, 422) and is_context_length(message, typ, code):
