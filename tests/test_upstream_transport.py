@@ -364,6 +364,35 @@ def test_bounded_decoder_refuses_junk_with_its_own_error(junk):
     raise AssertionError("junk decoded as a whole gzip body")  # (2 KB of random bytes never is one)
 
 
+async def test_a_stream_nobody_reads_stops_the_upstream_instead_of_filling_memory(raw_server, provider):
+    total = 64 * 1024 * 1024  # far more than the kernel's socket buffers hold
+    event = fakes.chunk("x" * 1000)
+    sent, stuck = 0, []
+
+    async def firehose(reader, writer, n):
+        nonlocal sent
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+                     % (total // len(event) * len(event)))
+        block = event * (65536 // len(event))
+        while sent + len(block) <= total:
+            writer.write(block)
+            sent += len(block)
+            stuck.append(writer.transport.get_write_buffer_size() > 0)  # the kernel took less than all
+            await writer.drain()
+
+    server = await raw_server(firehose)
+    stream = await (await provider(server.url)).chat_stream(REQ, "csk-transport-test")
+    try:
+        assert (await stream.events.__anext__()).startswith(b"data: ")  # then nobody reads on
+        await eventually(lambda: stuck and stuck[-1])  # the upstream's writes wait ...
+        await asyncio.sleep(0.2)
+        before = sent
+        await asyncio.sleep(0.2)
+        assert sent == before and sent < total // 4  # ... and stay stopped, not buffered here
+    finally:
+        await stream.aclose()
+
+
 # ---- the connection cap --------------------------------------------------------------------------
 
 async def test_concurrent_calls_share_at_most_the_per_host_cap_of_connections(gateway, raw_server):
