@@ -8,8 +8,9 @@ so the figures that matter are ratios and differences from the same run:
 
 - requests/s and p50/p99 latency, direct and through; added latency per percentile;
 - the gateway's CPU seconds per 1,000 requests and its peak RSS;
-- the floor: the same scenario through a bare relay (bench/bare_relay.py: aiohttp server and the gateway's client; no auth, logs or
-  routing), which tells the framework's cost from the gateway's own;
+- the floor: the same scenario through a bare relay (bench/bare_relay.py: aiohttp's server and the
+  gateway's upstream session; no auth, logs or routing), which tells the framework's cost from the
+  gateway's own;
 - for streams, each chunk's delivery delay (upstream send stamp -> client arrival), direct and through.
 
 Also: 500 concurrent streams (RSS before/after), a soak (``--soak N``: RSS at start and end), and
@@ -214,11 +215,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a smoke run with few requests")
     ap.add_argument("--soak", type=int, default=0, help="requests in the soak (0: no soak)")
     ap.add_argument("--ceiling", type=int, default=0, metavar="N",
-                    help="only json at concurrency 10, N times over: direct, the floor, a relay with no "
-                         "framework (bench/lean_relay.py), the gateway's own work with no framework "
-                         "(bench/lean_gateway.py) and the gateway; prints the median ratios, CPU per "
-                         "request of each process and how busy the cores were (with --quick: 300 "
-                         "requests a run, a smoke test)")
+                    help="only json at concurrency 10, N times over: direct, the floor and the gateway; "
+                         "prints the median ratios, CPU per request of each process and how busy the "
+                         "cores were (with --quick: 300 requests a run, a smoke test)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args()
 
@@ -268,22 +267,9 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{gw_port}/health", gateway)
         load(through, key, 10, 200, False)  # warm up the gateway's pools and caches
         if a.ceiling:
-            lean_port = free_port()
-            lean = subprocess.Popen([sys.executable, str(ROOT / "bench" / "lean_relay.py"), "--port", str(lean_port),
-                                     "--upstream", direct])
-            procs.append(lean)
-            wait_http(f"http://127.0.0.1:{lean_port}/", lean)
-            lean_gw_port = free_port()
-            lean_gw = subprocess.Popen([sys.executable, str(ROOT / "bench" / "lean_gateway.py"), "--port",
-                                        str(lean_gw_port)], env={**env, "LOG_DIR": str(tmp / "lean-logs")}, cwd=tmp)
-            procs.append(lean_gw)
-            wait_http(f"http://127.0.0.1:{lean_gw_port}/", lean_gw)
             return ceiling(a.ceiling, {
                 "direct": (direct, "", None),
-                "floor (aiohttp server + gateway client)": (floor, "", bare.pid),
-                "lean relay (no framework)": (f"http://127.0.0.1:{lean_port}/v1/chat/completions", "", lean.pid),
-                "gateway's work, no framework": (f"http://127.0.0.1:{lean_gw_port}/v1/chat/completions", key,
-                                                 lean_gw.pid),
+                "floor (aiohttp server + gateway session)": (floor, "", bare.pid),
                 "gateway": (through, key, gateway.pid),
             }, upstream.pid, a.out, requests=300 if a.quick else 10000)
 

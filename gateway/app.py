@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from typing import AsyncIterator, Callable
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -18,7 +19,6 @@ from .api import stats
 from .config import ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
-from .httpclient import HTTPClient, default_tls_context
 from .keypool import KeyPool
 from .keystore import KeyStore
 from .middleware import gateway
@@ -27,6 +27,7 @@ from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
 from .state import CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .transport import new_session
 from .usage.ledger import Ledger
 
 log = structlog.get_logger("gateway.app")
@@ -38,9 +39,9 @@ def create_app(
     settings: Settings,
     *,
     clock: Callable[[], float] = time.monotonic,
-    http_client: Callable[[], HTTPClient] | None = None,
+    session_factory: Callable[[Settings], aiohttp.ClientSession] = new_session,
 ) -> web.Application:
-    """``http_client`` builds the upstream client (tests aim it at local TLS servers)."""
+    """``session_factory`` builds the upstream session (tests aim it at local TLS servers)."""
     app = web.Application(
         middlewares=[gateway],
         client_max_size=settings.max_request_bytes,
@@ -55,7 +56,7 @@ def create_app(
                       live=live)
     app[METRICS] = metrics
     app[RECORDERS].append(metrics.record)  # after the usage ledger's, which prices the context first
-    app.cleanup_ctx.append(_http_client(http_client or _default_client))
+    app.cleanup_ctx.append(_upstream_session(session_factory))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
     ledger = app[LEDGER] = Ledger(
@@ -82,20 +83,15 @@ def create_app(
     return app
 
 
-def _default_client() -> HTTPClient:
-    return HTTPClient(ssl_context=default_tls_context())
-
-
-def _http_client(make: Callable[[], HTTPClient]):
+def _upstream_session(make: Callable[[Settings], aiohttp.ClientSession]):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        """One pooled client for every upstream call of the app's life. It keeps no cookies:
-        a shared jar would carry one upstream answer's Set-Cookie into other clients' requests."""
-        client = make()
-        app[HTTP] = client
+        """One pooled session for every upstream call of the app's life (gateway/transport.py)."""
+        session = make(app[SETTINGS])
+        app[HTTP] = session
         try:
             yield
         finally:
-            await client.close()
+            await session.close()
 
     return ctx
 
@@ -136,16 +132,19 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
         await ledger.close()
 
 
-def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], float] = time.monotonic) -> Router:
-    """The configured providers, each with its key pool, behind one Router, over ``client``."""
+def build_router(
+    settings: Settings, session: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic
+) -> Router:
+    """The configured providers, each with its key pool, behind one Router, over ``session``."""
     upstreams = [
         Upstream(
             name=p.name,
             provider=OpenAICompatible(
                 p,
-                client,
+                session,
                 dataclasses.replace(settings.timeouts, read=p.read_timeout or settings.timeouts.read),
                 ERROR_MAPPERS[p.dialect],
+                proxy=settings.proxies.for_url(p.chat_url),
             ),
             pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
             max_prompt_tokens=p.max_prompt_tokens,

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+from yarl import URL
+
 from .cors import parse_origins
-from .httpclient import Endpoint
 from .secrets import Secret
 from .usage.prices import PriceFileError, PriceTable, default_prices, load_prices
 
@@ -39,6 +41,39 @@ class Timeouts:
     connect: float = 10.0
     read: float = 120.0  # longest silence between two bytes from the upstream
     total: float = 600.0
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A forward proxy for upstream calls: its URL without credentials, and the credentials."""
+
+    url: str  # http://host:port
+    login: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+
+
+@dataclass(frozen=True)
+class Proxies:
+    """``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` (or their lower-case names), read once at
+    start. Not aiohttp's ``trust_env``: that reads the environment and ``~/.netrc`` from a worker
+    thread on every request (0.2 ms each, measured), and a ``.netrc`` entry for an upstream host
+    makes every call to it fail (aiohttp refuses Basic auth beside our Authorization header)."""
+
+    http: Proxy | None = None
+    https: Proxy | None = None
+    no_proxy: str = ""
+
+    def for_url(self, url: str) -> Proxy | None:
+        """The proxy a call to ``url`` goes through, if any: by scheme, unless NO_PROXY names its
+        host (curl's and urllib's rules: suffixes, a leading dot, ``*`` for all; no CIDR ranges)."""
+        parsed = URL(url)
+        proxy = self.https if parsed.scheme == "https" else self.http
+        if proxy is None or not self.no_proxy:
+            return proxy
+        bypass = urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]  # (pure, given the mapping)
+            f"{parsed.host}:{parsed.port}", {"no": self.no_proxy}
+        )
+        return None if bypass else proxy
 
 
 @dataclass(frozen=True)
@@ -92,6 +127,9 @@ class Settings:
     prices: PriceTable = field(default_factory=default_prices)  # defaults + PRICES_FILE
     usage_queue_max: int = 100_000
     usage_retention_days: float = 90.0
+    upstream_max_connections: int = 1000  # open to all upstreams at once
+    upstream_max_connections_per_host: int = 500  # to one host:port (its keys share it)
+    proxies: Proxies = field(default_factory=Proxies)
 
     @property
     def public_models(self) -> list[str]:
@@ -103,8 +141,9 @@ class Settings:
         return list(seen)
 
     def secrets(self) -> list[str]:
-        """Every upstream secret, for the log redactor."""
-        return [k.secret.reveal() for p in self.providers for k in p.keys if k.secret]
+        """Every upstream secret (and proxy password), for the log redactor."""
+        proxy_passwords = [p.password.reveal() for p in (self.proxies.http, self.proxies.https) if p and p.password]
+        return [k.secret.reveal() for p in self.providers for k in p.keys if k.secret] + proxy_passwords
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -133,6 +172,9 @@ class Settings:
                 "ZAI_API_KEY or LOCAL_BASE_URL"
             )
         log_dir = r.text("LOG_DIR", "./logs")
+        max_connections = r.integer("UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
+        per_host = r.integer("UPSTREAM_MAX_CONNECTIONS_PER_HOST", min(500, max_connections), minimum=1,
+                             maximum=max_connections)
         settings = cls(
             providers=providers,
             host=r.text("HOST", "127.0.0.1"),
@@ -156,6 +198,9 @@ class Settings:
             prices=_prices(r),
             usage_queue_max=r.integer("USAGE_QUEUE_MAX", 100_000, minimum=1),
             usage_retention_days=r.number("USAGE_RETENTION_DAYS", 90.0, minimum=0.01),
+            upstream_max_connections=max_connections,
+            upstream_max_connections_per_host=per_host,
+            proxies=_proxies(r),
         )
         return settings
 
@@ -223,6 +268,39 @@ def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:
     # a CPU llama.cpp may be silent for minutes while it reads a long prompt
     read = r.number("LOCAL_READ_TIMEOUT", LOCAL_READ_TIMEOUT, minimum=0.1)
     return ProviderConfig(name=LOCAL, base_url=url, keys=(key,), model=model, cooldown=cooldown, read_timeout=read)
+
+
+def _proxies(r: _Reader) -> Proxies:
+    """The lower-case names win over the upper-case ones, as in curl and urllib."""
+
+    def one(var: str) -> Proxy | None:
+        for name in (var.lower(), var):
+            raw = r.text(name, "")
+            if raw:
+                return parse_proxy(name, raw)
+        return None
+
+    return Proxies(http=one("HTTP_PROXY"), https=one("HTTPS_PROXY"),
+                   no_proxy=r.text("no_proxy", "") or r.text("NO_PROXY", ""))
+
+
+def parse_proxy(var: str, raw: str) -> Proxy:
+    """``http://[user:password@]host:port`` (a bare ``host:port`` means http). The value is never
+    echoed in an error: it may hold a password."""
+    url = raw if "://" in raw else f"http://{raw}"
+    try:
+        parsed = URL(url)
+    except ValueError:
+        raise ConfigError(f"{var} is not a valid URL (the port must be a number from 0 to 65535)") from None
+    if parsed.scheme != "http":
+        raise ConfigError(f"{var} must be an http:// proxy URL (the tunnel to an https upstream is still TLS); "
+                          f"got a {parsed.scheme}:// URL")
+    if not parsed.host:
+        raise ConfigError(f"{var} has no host")
+    if parsed.path not in ("", "/") or parsed.query_string or parsed.fragment:
+        raise ConfigError(f"{var} must be a proxy's address only, with no path, query or fragment")
+    return Proxy(url=str(URL.build(scheme="http", host=parsed.host, port=parsed.port)),
+                 login=parsed.user or "", password=Secret(parsed.password or ""))
 
 
 def parse_keys(var: str, raw: str) -> tuple[UpstreamKey, ...]:
@@ -320,13 +398,23 @@ class _Reader:
             raise ConfigError(f"{var}: {e}") from None
 
     def url(self, var: str, default: str) -> str:
+        """An upstream base URL, checked now for what a call to it needs. The value is echoed
+        only when it cannot hold credentials."""
         value = self.text(var, default) or default
+        shown = "the value" if "@" in value else repr(value)
         if not value.startswith(("http://", "https://")):
-            raise ConfigError(f"{var} must be an http:// or https:// URL, got {value!r}")
+            raise ConfigError(f"{var} must be an http:// or https:// URL, got {shown}")
         try:
-            Endpoint.parse(value)  # what the upstream client will accept, checked now
-        except ValueError as e:
-            raise ConfigError(f"{var}: {e}") from None
+            parsed = URL(value)  # (refuses a port that is not a number from 0 to 65535)
+        except ValueError:
+            raise ConfigError(f"{var}: {shown}: the port is not a number from 0 to 65535") from None
+        if parsed.user is not None or parsed.password is not None:
+            raise ConfigError(f"{var}: credentials in the URL are not supported; use the API key settings")
+        if not parsed.host:
+            raise ConfigError(f"{var}: {shown}: no host")
+        if parsed.query_string or parsed.fragment:
+            raise ConfigError(f"{var}: {shown}: a base URL takes no ?query or #fragment "
+                              "(/chat/completions is appended to its path)")
         return value.rstrip("/")
 
 

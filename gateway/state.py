@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from collections import Counter
 
+import aiohttp
 from aiohttp import web
 
 from .config import Settings
 from .context import Recorder, RequestContext
 from .cors import CorsPolicy
-from .httpclient import HTTPClient
 from .keystore import KeyStore
 from .observability import Metrics
 from .routing import Router
 from .usage.ledger import Ledger
 
 SETTINGS = web.AppKey("settings", Settings)
-HTTP = web.AppKey("http", HTTPClient)
+HTTP = web.AppKey("http", aiohttp.ClientSession)  # the one session for upstream calls
 KEYSTORE = web.AppKey("keystore", KeyStore)
 ROUTER = web.AppKey("router", Router)
 REPAIRS = web.AppKey("repairs", Counter)  # transcript repairs by kind, since start

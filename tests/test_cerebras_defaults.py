@@ -10,10 +10,10 @@ import trustme
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.httpclient import HTTPClient
+from gateway.transport import new_session
 from tests.conftest import CHAT
 from tests.fakes import FakeUpstream, ok
-from tests.tls import server_context, trusting
+from tests.tls import Pinned, server_context, trusting
 
 
 def _tls_pair(host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -22,12 +22,9 @@ def _tls_pair(host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server_context(ca, host), trusting(ca)
 
 
-def _client(client_ctx: ssl.SSLContext, port: int) -> HTTPClient:
-    def resolve(host: str, p: int) -> tuple[str, int]:
-        assert (host, p) == ("api.cerebras.ai", 443)
-        return "127.0.0.1", port
-
-    return HTTPClient(ssl_context=client_ctx, resolve=resolve)
+def _session(client_ctx: ssl.SSLContext, port: int):
+    """The gateway's own session, trusting the test CA, with api.cerebras.ai:443 aimed at ``port``."""
+    return lambda settings: new_session(settings, tls=client_ctx, resolver=Pinned("api.cerebras.ai", 443, port))
 
 
 async def test_default_base_url_and_auth(aiohttp_client, aiohttp_server, log_dir, key_db):
@@ -38,7 +35,7 @@ async def test_default_base_url_and_auth(aiohttp_client, aiohttp_server, log_dir
     settings = Settings.from_env({"CEREBRAS_API_KEYS": '{"main": "csk-default-test"}',
                                   "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir),
                                   "INCOMING_KEY_DB": str(key_db)})  # the usage ledger's file, not ./data
-    client = await aiohttp_client(create_app(settings, http_client=lambda: _client(client_ctx, server.port)))
+    client = await aiohttp_client(create_app(settings, session_factory=_session(client_ctx, server.port)))
 
     resp = await client.post("/v1/chat/completions", json=CHAT)
 
@@ -59,7 +56,7 @@ async def test_an_untrusted_certificate_is_refused(aiohttp_client, aiohttp_serve
     settings = Settings.from_env({"CEREBRAS_API_KEYS": '{"main": "csk-default-test"}',
                                   "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": str(log_dir),
                                   "INCOMING_KEY_DB": str(key_db)})  # the usage ledger's file, not ./data
-    client = await aiohttp_client(create_app(settings, http_client=lambda: _client(other_trust, server.port)))
+    client = await aiohttp_client(create_app(settings, session_factory=_session(other_trust, server.port)))
 
     resp = await client.post("/v1/chat/completions", json=CHAT)
 

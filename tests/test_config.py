@@ -69,6 +69,15 @@ def test_secrets_do_not_print():
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"KEY_CACHE_REFRESH": "5"}, "KEY_CACHE_REFRESH"),
         ({"CEREBRAS_MAX_COMPLETION_TOKENS": "0"}, "CEREBRAS_MAX_COMPLETION_TOKENS"),
+        ({"CEREBRAS_BASE_URL": "https://api.cerebras.ai/v1?key=x"}, "CEREBRAS_BASE_URL"),
+        ({"CEREBRAS_BASE_URL": "u:pw@api.cerebras.ai/v1"}, "CEREBRAS_BASE_URL"),
+        ({"UPSTREAM_MAX_CONNECTIONS": "0"}, "UPSTREAM_MAX_CONNECTIONS"),
+        ({"UPSTREAM_MAX_CONNECTIONS": "10", "UPSTREAM_MAX_CONNECTIONS_PER_HOST": "20"},
+         "UPSTREAM_MAX_CONNECTIONS_PER_HOST"),
+        ({"HTTPS_PROXY": "https://u:pw@proxy.corp:3128"}, "HTTPS_PROXY"),
+        ({"https_proxy": "http://u:pw@proxy.corp:99999"}, "https_proxy"),
+        ({"HTTP_PROXY": "http://u:pw@:3128"}, "HTTP_PROXY"),
+        ({"HTTP_PROXY": "http://u:pw@proxy.corp:3128/path"}, "HTTP_PROXY"),
     ],
 )
 def test_bad_values_name_the_variable(env, var):
@@ -112,3 +121,39 @@ def test_read_timeouts_per_provider():
                            "SYNTHETIC_API_KEY": "s", "LOCAL_BASE_URL": "http://127.0.0.1:8080/v1"})
     timeouts = {p.name: p.read_timeout for p in s.providers}
     assert timeouts == {"cerebras": 90.0, "synthetic": 90.0, "zai": 300.0, "local": 600.0}
+
+
+def test_connection_limits():
+    s = Settings.from_env(BASE)
+    assert (s.upstream_max_connections, s.upstream_max_connections_per_host) == (1000, 500)
+    s = Settings.from_env({**BASE, "UPSTREAM_MAX_CONNECTIONS": "50"})
+    assert (s.upstream_max_connections, s.upstream_max_connections_per_host) == (50, 50)
+
+
+@pytest.mark.parametrize(
+    "env, url, proxy",
+    [
+        ({}, "https://api.cerebras.ai/v1", None),
+        ({"HTTPS_PROXY": "http://proxy.corp:3128"}, "https://api.cerebras.ai/v1", "http://proxy.corp:3128"),
+        ({"HTTPS_PROXY": "proxy.corp:3128"}, "https://api.cerebras.ai/v1", "http://proxy.corp:3128"),
+        ({"HTTPS_PROXY": "http://proxy.corp:3128"}, "http://127.0.0.1:8080/v1", None),  # by scheme
+        ({"HTTP_PROXY": "http://proxy.corp:3128"}, "http://127.0.0.1:8080/v1", "http://proxy.corp:3128"),
+        ({"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2"}, "https://a.example/v1", "http://lower:2"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "cerebras.ai"}, "https://api.cerebras.ai/v1", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".cerebras.ai"}, "https://api.cerebras.ai/v1", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "ai.cerebras"}, "https://api.cerebras.ai/v1", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://api.cerebras.ai/v1", None),
+        ({"HTTP_PROXY": "http://p:1", "no_proxy": "localhost, 127.0.0.1"}, "http://127.0.0.1:8080/v1", None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1:9999"}, "http://127.0.0.1:8080/v1", "http://p:1"),
+    ],
+)
+def test_which_proxy_a_call_goes_through(env, url, proxy):
+    chosen = Settings.from_env({**BASE, **env}).proxies.for_url(url)
+    assert (chosen.url if chosen else None) == proxy
+
+
+def test_proxy_credentials_are_kept_apart_and_hidden():
+    s = Settings.from_env({**BASE, "HTTPS_PROXY": "http://me:s3cret-proxy@proxy.corp:3128"})
+    p = s.proxies.https
+    assert (p.url, p.login, p.password.reveal()) == ("http://proxy.corp:3128", "me", "s3cret-proxy")
+    assert "s3cret-proxy" not in repr(s) and "s3cret-proxy" in s.secrets()  # redacted from logs

@@ -65,6 +65,7 @@ def cerebras_body(message, type_="invalid_request_error", code=None):
         (401, {}, cerebras_body("Wrong API Key", code="wrong_api_key"), Failure.AUTH),
         (403, {}, cerebras_body("forbidden"), Failure.AUTH),
         (402, {}, cerebras_body("payment required"), Failure.PAYMENT),
+        (407, {"proxy-authenticate": "Basic"}, b"", Failure.CONNECTION),
         (404, {}, cerebras_body("model not found"), Failure.CLIENT),
         (408, {}, b"", Failure.TIMEOUT),
         (422, {}, cerebras_body("bad"), Failure.CLIENT),

@@ -5,6 +5,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol
 
+from ..chat import ChatRequest
 from ..ratelimits import RateLimits
 
 
@@ -64,10 +65,10 @@ class Stream:
 class Provider(Protocol):
     name: str
 
-    async def chat(self, body: bytes, secret: str) -> Completion:
+    async def chat(self, req: ChatRequest, secret: str) -> Completion:
         """POST a non-streamed chat request; raise UpstreamError on failure."""
         ...
 
-    async def chat_stream(self, body: bytes, secret: str) -> Stream:
+    async def chat_stream(self, req: ChatRequest, secret: str) -> Stream:
         """Open a streamed chat request; raise UpstreamError if it fails before the first event."""
         ...

@@ -1,26 +1,33 @@
 """The OpenAI chat-completions dialect, spoken by Cerebras, Synthetic, Z.ai and llama.cpp.
 
 Pure parts (``build_request``, ``map_error``) are module functions tested without a network;
-``OpenAICompatible`` only adds the HTTP calls.
+``OpenAICompatible`` only adds the HTTP calls, through the app's session (gateway/transport.py).
 """
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
+import aiohttp
 import orjson
+import structlog
+from yarl import URL
 
 from .. import __version__
 from ..chat import ChatRequest
-from ..config import ProviderConfig, Timeouts
-from ..httpclient import Endpoint, HTTPClient, HTTPError, Response, Timeout, encode_headers
+from ..config import ProviderConfig, Proxy, Timeouts
 from ..logs import shorten
 from ..ratelimits import parse_rate_limits, rate_limit_cooldown
 from ..sse import EventTooLarge, SSESplitter
+from ..transport import TRANSPORT_ERRORS, answer_chunks, call_timeouts, read_answer, upstream_error
 from ..usage.stream import upstream_stream_options
 from .base import Completion, Failure, Stream, UpstreamError
 
+log = structlog.get_logger("gateway.providers")
+
 USER_AGENT = f"glm-gateway/{__version__}"
+ERROR_BODY_BYTES = 1024 * 1024  # the most of an error answer read (it is parsed, and may be relayed)
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error", "context_window_exceeded"})
 _CONTEXT_PHRASES = ("context length", "context window", "maximum context", "context size", "too many tokens in")
 
@@ -113,6 +120,8 @@ def map_error(
         return UpstreamError(Failure.AUTH, summary, **common)
     if status == 402:
         return UpstreamError(Failure.PAYMENT, summary, **common)
+    if status == 407:  # a forward proxy (HTTP_PROXY) refused the gateway's credentials: not the client's fault
+        return UpstreamError(Failure.CONNECTION, f"the proxy wants other credentials: {summary}", **common)
     if status == 408:
         return UpstreamError(Failure.TIMEOUT, summary, **common)
     if status in (400, 413, 422) and is_context_length(message, typ, code):
@@ -125,81 +134,101 @@ def map_error(
 
 
 class OpenAICompatible:
-    """One OpenAI-compatible upstream, over the app's shared HTTP client."""
+    """One OpenAI-compatible upstream, over the app's shared ``aiohttp.ClientSession``."""
 
     def __init__(
         self,
         cfg: ProviderConfig,
-        client: HTTPClient,
+        session: aiohttp.ClientSession,
         timeouts: Timeouts,
         error_mapper: Callable[..., UpstreamError] = map_error,
+        proxy: Proxy | None = None,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self._client = client
-        self._endpoint = Endpoint.parse(cfg.chat_url)  # parsed once, not per request
+        self._session = session
+        self._url = URL(cfg.chat_url)  # parsed once, not per request
         self._map_error = error_mapper
         self._timeouts = timeouts
-        self._head_cache: dict[tuple[str, bool], bytes] = {}
+        self._call_timeouts = {stream: call_timeouts(timeouts, stream) for stream in (False, True)}
+        self._proxy = URL(proxy.url) if proxy is not None else None
+        self._proxy_auth = (
+            aiohttp.BasicAuth(proxy.login, proxy.password.reveal()) if proxy is not None and proxy.login else None
+        )
+        self._headers: dict[tuple[str, bool], dict[str, str]] = {}
 
-    def _head(self, secret: str, stream: bool) -> bytes:
+    def _headers_for(self, secret: str, stream: bool) -> dict[str, str]:
         try:
-            return self._head_cache[(secret, stream)]
+            return self._headers[(secret, stream)]
         except KeyError:
             pass
         headers = {
             "Content-Type": "application/json",
-            # compression would make the upstream buffer events, and costs CPU on a loopback/LAN hop
-            "Accept-Encoding": "identity",
             "Accept": "text/event-stream" if stream else "application/json",
             "User-Agent": USER_AGENT,
-        }
+        }  # (and the session's Accept-Encoding: identity)
         if secret:
             headers["Authorization"] = f"Bearer {secret}"
-        head = self._head_cache[(secret, stream)] = encode_headers(headers)
-        return head
+        self._headers[(secret, stream)] = headers
+        return headers
 
-    async def _post(self, body: bytes, secret: str, stream: bool) -> Response:
-        t = self._timeouts
+    async def _post(self, body: bytes, secret: str, stream: bool) -> aiohttp.ClientResponse:
+        """The answer, once its head is in; a 3xx is a failure here (never followed, never relayed)."""
         try:
-            return await self._client.request(
-                self._endpoint,
-                self._head(secret, stream),
-                body,
-                connect_timeout=t.connect,
-                read_timeout=t.read,
-                total_timeout=None if stream else t.total,
+            resp = await self._session.post(
+                self._url,
+                data=body,
+                headers=self._headers_for(secret, stream),
+                timeout=self._call_timeouts[stream],
+                allow_redirects=False,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
             )
-        except Timeout as e:
-            raise UpstreamError(Failure.TIMEOUT, f"timed out: {e}") from None
-        except HTTPError as e:
-            raise UpstreamError(Failure.CONNECTION, f"connection failed: {e}") from None
+        except TRANSPORT_ERRORS as e:
+            raise upstream_error(e, self._timeouts) from None
+        if 300 <= resp.status < 400:
+            resp.close()
+            raise self._redirected(resp)
+        return resp
 
-    def _error(self, resp: Response, body: bytes) -> UpstreamError:
+    def _redirected(self, resp: aiohttp.ClientResponse) -> UpstreamError:
+        """A redirect means the configured base URL is not the API's (a moved host, http for
+        https, a missing path part): the provider fails, and the log says where it pointed."""
+        var = f"{self.name.upper()}_BASE_URL"
+        log.warning(
+            "upstream_redirected",
+            provider=self.name,
+            status=resp.status,
+            location=resp.headers.get("Location", "")[:300],
+            hint=f"check {var}: the gateway does not follow redirects",
+        )
+        return UpstreamError(
+            Failure.SERVER, f"answered {resp.status}, a redirect (is {var} right? see the log)", status=resp.status
+        )
+
+    def _error(self, resp: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
         return self._map_error(
             resp.status,
             resp.headers,
             body,
             default_cooldown=self.cfg.cooldown,
-            content_type=resp.headers.get("content-type"),
+            content_type=resp.headers.get("Content-Type"),
         )
 
     async def chat(self, req: ChatRequest, secret: str) -> Completion:
         resp = await self._post(build_request(self.cfg, req), secret, False)
         try:
-            data = await resp.read()
-        except Timeout as e:
-            raise UpstreamError(Failure.TIMEOUT, f"timed out: {e}") from None
-        except HTTPError as e:
-            raise UpstreamError(Failure.CONNECTION, f"connection failed: {e}") from None
+            data = await read_answer(resp)
+        except TRANSPORT_ERRORS as e:
+            raise upstream_error(e, self._timeouts) from None
         finally:
-            resp.close()
+            resp.release()  # (back to the pool if the answer was read whole, else closed)
         if resp.status >= 300:
             raise self._error(resp, data)
         return Completion(
             status=resp.status,
             body=data,
-            content_type=resp.headers.get("content-type", "application/json"),
+            content_type=resp.headers.get("Content-Type", "application/json"),
             rate_limits=parse_rate_limits(resp.headers),
         )
 
@@ -207,31 +236,29 @@ class OpenAICompatible:
         resp = await self._post(build_request(self.cfg, req), secret, True)
         if resp.status >= 300:
             try:
-                data = await resp.read()
-            except HTTPError:
+                data = await read_answer(resp, ERROR_BODY_BYTES)
+            except TRANSPORT_ERRORS:
                 data = b""
             finally:
-                resp.close()
+                resp.release()
             raise self._error(resp, data)
-        return Stream(events=_relay_events(resp), rate_limits=parse_rate_limits(resp.headers))
+        return Stream(events=_relay_events(resp, self._timeouts), rate_limits=parse_rate_limits(resp.headers))
 
 
-async def _relay_events(resp: Response) -> AsyncIterator[bytes]:
+async def _relay_events(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> AsyncIterator[bytes]:
     """Whole SSE events as they arrive, joined per network read. Closes the upstream when done."""
     splitter = SSESplitter()
     try:
-        async for chunk in resp:
+        async for chunk in answer_chunks(resp):
             events = splitter.feed(chunk)
             if events:
                 yield b"".join(events) if len(events) > 1 else events[0]
         tail = splitter.tail()
         if tail.strip():
             yield tail + b"\n\n"
-    except Timeout:
-        raise UpstreamError(Failure.MIDSTREAM, "upstream stream stalled (read timeout)") from None
-    except HTTPError as e:
-        raise UpstreamError(Failure.MIDSTREAM, f"upstream stream broke: {e}") from None
+    except TRANSPORT_ERRORS as e:
+        raise upstream_error(e, timeouts, midstream=True) from None
     except EventTooLarge as e:
         raise UpstreamError(Failure.MIDSTREAM, str(e)) from None
     finally:
-        resp.close()
+        resp.release()  # (back to the pool if the stream ended, else closed)
