@@ -84,6 +84,9 @@ class Settings:
     repair_tool_calls: bool = True
     key_cache_refresh: float = 0.25
     usage_flush_interval: float = 2.0
+    request_head_timeout: float = 10.0  # a request's head, from its first byte (or the connection's opening)
+    request_body_timeout: float = 60.0  # the whole body, from the end of its head
+    max_client_connections: int = 4096  # lowered at start to what the open-files limit can hold
 
     @property
     def public_models(self) -> list[str]:
@@ -143,6 +146,9 @@ class Settings:
             repair_tool_calls=r.boolean("REPAIR_TOOL_CALLS", True),
             key_cache_refresh=r.number("KEY_CACHE_REFRESH", 0.25, minimum=0.01, maximum=1.0),
             usage_flush_interval=r.number("USAGE_FLUSH_INTERVAL", 2.0, minimum=0.05),
+            request_head_timeout=r.number("REQUEST_HEAD_TIMEOUT", 10.0, minimum=0.05, maximum=3600.0),
+            request_body_timeout=r.number("REQUEST_BODY_TIMEOUT", 60.0, minimum=0.05, maximum=3600.0),
+            max_client_connections=r.integer("MAX_CLIENT_CONNECTIONS", 4096, minimum=1, maximum=1_000_000),
         )
         return settings
 

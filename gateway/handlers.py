@@ -14,6 +14,7 @@ from .middleware import LOG_FIELDS, PROVIDER_HEADER, note, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
+from .server import read_body
 from .sse import DONE, error_event
 from .state import REPAIRS, ROUTER, SETTINGS
 
@@ -40,7 +41,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     declared = request.content_length
     if declared is not None and declared > limit:  # refused before reading it
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    req = parse_chat_request(await request.read())
+    req = parse_chat_request(await read_body(request))  # sends 100 Continue if asked
     fields = request[LOG_FIELDS]
     fields["stream"] = req.stream
     fields["model"] = req.model
