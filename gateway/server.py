@@ -212,11 +212,14 @@ _IDLE, _HEAD, _BODY, _DONE = 0, 1, 2, 3  # what a connection's timer is timing (
 class EdgeProtocol(RequestHandler):
     """aiohttp's protocol, plus the head and body deadlines, the connection cap, and JSON errors."""
 
-    __slots__ = ("_edge", "_phase", "_deadline", "_timer", "_timer_at", "_body", "_answered")
+    __slots__ = ("_answered", "_body", "_body_timeout", "_deadline", "_edge", "_head_timeout", "_phase", "_timer",
+                 "_timer_at")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._edge = manager  # kept: aiohttp drops _manager when the connection is lost
+        self._head_timeout = manager.limits.head_timeout
+        self._body_timeout = manager.limits.body_timeout
         self._phase = _IDLE
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -233,7 +236,7 @@ class EdgeProtocol(RequestHandler):
             return
         edge.open_connections += 1
         super().connection_made(transport)
-        self._arm(_HEAD, self._loop.time() + edge.limits.head_timeout)
+        self._arm(_HEAD, self._loop.time() + self._head_timeout)
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         """Over the cap: the canned 503 at once, before any request, with no task and no parsing.
@@ -264,54 +267,57 @@ class EdgeProtocol(RequestHandler):
     # -- bytes in --
 
     def data_received(self, data: bytes) -> None:
-        phase = self._phase
-        if phase == _DONE:
+        while True:  # once, but again for bytes an Upgrade held back (a loop: they can hold another)
+            phase = self._phase
+            if phase == _IDLE:  # the first bytes of the next request's head
+                self._arm(_HEAD, self._loop.time() + self._head_timeout)
+            elif phase == _DONE:
+                return
+            count = self._request_count
+            RequestHandler.data_received(self, data)  # (not super(): this runs for every read)
+            if self._request_count != count:
+                data = self._heads_parsed()
+                if data:
+                    continue
+            elif self._body is not None and self._body.is_eof():  # its last byte came
+                self._body = None
+                self._phase = _IDLE
             return
-        if phase == _IDLE:  # the first bytes of the next request's head
-            self._arm(_HEAD, self._loop.time() + self._edge.limits.head_timeout)
-        count = self._request_count
-        super().data_received(data)
-        if self._request_count != count:
-            self._heads_parsed()
-        elif self._body is not None and self._body.is_eof():  # its last byte came
-            self._body = None
-            self._phase = _IDLE
 
-    def _heads_parsed(self) -> None:
-        """The last bytes completed one or more heads, or the parser failed on them."""
+    def _heads_parsed(self) -> bytes:
+        """The last bytes completed one or more heads, or the parser failed on them. Returns the
+        bytes to parse next (held back by an Upgrade), if any."""
         message, payload = self._messages[-1]
         body = self._body
         if body is not None and not body.is_eof():  # llhttp starts nothing new inside a body: it failed there
             exc = message.exc if isinstance(message, _ErrInfo) else None
             self._fail_body(body, parser_error(exc) if isinstance(exc, HttpProcessingError)
                             else MalformedRequest("malformed HTTP request body"))
-            return
+            return b""
         self._body = None
         if isinstance(message, _ErrInfo):
             self._phase = _DONE  # handle_error answers it, and the connection is closed
-        elif message.method == hdrs.METH_CONNECT:
+        elif message.method == "CONNECT":
             self._refuse_connect()
-            return
+            return b""
         elif payload.is_eof():
             self._phase = _IDLE
         else:
             self._body = payload
-            self._arm(_BODY, self._loop.time() + self._edge.limits.body_timeout)
-        if self._upgrade:
-            self._decline_upgrade()
+            self._arm(_BODY, self._loop.time() + self._body_timeout)
+        return self._decline_upgrade() if self._upgrade else b""
 
-    def _decline_upgrade(self) -> None:
+    def _decline_upgrade(self) -> bytes:
         """``Upgrade: websocket``: aiohttp holds back what follows the head as the new protocol's
         bytes, until the answer, then parses them but drops the requests it finds (a pipelined
         request is never answered) or fails on them unanswered. Nothing in the gateway upgrades,
         so the request is a plain one (a server may ignore Upgrade, RFC 9110 7.8), and what
-        follows it is parsed now, as the next request."""
+        follows it is parsed now, as the next request (returned)."""
         assert self._request_parser is not None
         self._upgrade = False
         self._request_parser.set_upgraded(False)
         tail, self._message_tail = self._message_tail, b""
-        if tail:
-            self.data_received(tail)
+        return tail
 
     def _refuse_connect(self) -> None:
         """CONNECT asks for a tunnel: llhttp treats what follows its head as tunnelled bytes, and
@@ -350,14 +356,14 @@ class EdgeProtocol(RequestHandler):
             self._head_late()
         else:
             assert self._body is not None
-            limit = self._edge.limits.body_timeout
+            limit = self._body_timeout
             self._fail_body(self._body, RequestTimeout(f"the request body was not complete within {limit:g} "
                                                        "seconds of its head"))
 
     def _head_late(self) -> None:
         """Queue a 408 (behind any request still being answered) and read nothing more."""
         self._phase = _DONE
-        limit = self._edge.limits.head_timeout
+        limit = self._head_timeout
         err = RequestTimeout(f"the request head was not complete within {limit:g} seconds")
         self._messages.append((_ErrInfo(status=err.status, exc=err, message=err.message), EMPTY_PAYLOAD))
         waiter = self._waiter

@@ -388,6 +388,10 @@ async def test_an_upgrade_request_is_served_plainly_and_what_follows_it_too(edge
     await c.send(UPGRADE + request("GET", "/v1/models"))  # aiohttp alone answers the first, drops the second
     assert (await c.response()).status == 200
     assert orjson.loads((await c.response()).body)["object"] == "list"
+    tiny = b"GET /health HTTP/1.1\r\nUpgrade:websocket\r\nConnection:upgrade\r\n\r\n"
+    await c.send(tiny * 3000)  # in one write: each is parsed after the one before (no recursion)
+    for _ in range(3000):
+        assert (await c.response()).status == 200
     await c.send(UPGRADE + b"\x16\x03\x01 not http")  # aiohttp alone: no answer at all, a traceback
     assert (await c.response()).status == 200
     assert_closing_error(await c.response(), 400, "malformed_request")
@@ -416,6 +420,15 @@ async def test_expect_100_continue_with_a_bad_key_gets_401_without_sending_the_b
     resp = await c.response()
     assert resp.status == 401 and resp.error()["code"] == "invalid_api_key"
     assert await c.closed(within=2)  # it will not send the body now: no wait for it
+
+
+async def test_expect_100_continue_for_a_body_over_the_limit_gets_413_without_sending_it(edge):
+    served = await edge({"MAX_REQUEST_BYTES": "1024"})
+    c = await served.client()
+    await c.send(chat_request(b"", **{"Content-Length": "5000", "Expect": "100-continue"}))
+    resp = await c.response()
+    assert resp.status == 413 and resp.error()["code"] == "request_too_large"
+    assert await c.closed(within=2)
 
 
 async def test_an_unknown_expectation_gets_417(edge):
