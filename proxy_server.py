@@ -53,7 +53,8 @@ def main() -> int:
         return 2
     try:
         import structlog
-        from aiohttp import web
+
+        from gateway import server
 
         try:  # a faster event loop where available (Linux, macOS)
             import uvloop
@@ -71,14 +72,7 @@ def main() -> int:
             providers=[f"{p.name}({len(p.keys)} keys)" for p in settings.providers],
             auth=settings.enable_incoming_auth,
         )
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            handler_cancellation=True,  # a client that disconnects cancels its upstream call
-            access_log=None,  # one structured line per request comes from the gateway itself
-            print=lambda *_: None,
-        )
+        server.run(create_app(settings), settings)  # until SIGINT/SIGTERM
     except ConfigError as e:  # a resource named by the configuration could not be opened
         print(f"glm-gateway: configuration error: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from .observability import Metrics
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
+from .server import defer_continue
 from .state import CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
 from .transport import new_session
 from .usage.ledger import Ledger
@@ -72,7 +73,8 @@ def create_app(
     app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
-        app.router.add_post(path, handlers.chat_completions)
+        # 100 Continue waits for the key and size checks: handlers read the body with read_body
+        app.router.add_post(path, handlers.chat_completions, expect_handler=defer_continue)
     for path in ("/v1/models", "/models"):
         app.router.add_get(path, handlers.models)
         app.router.add_get(path + "/{model:.+}", handlers.model)

@@ -130,6 +130,9 @@ class Settings:
     upstream_max_connections: int = 1000  # open to all upstreams at once
     upstream_max_connections_per_host: int = 500  # to one host:port (its keys share it)
     proxies: Proxies = field(default_factory=Proxies)
+    request_head_timeout: float = 10.0  # a request's head, from its first byte (or the connection's opening)
+    request_body_timeout: float = 60.0  # the whole body, from the end of its head
+    max_client_connections: int = 4096  # lowered at start to what the open-files limit can hold
 
     @property
     def public_models(self) -> list[str]:
@@ -201,6 +204,9 @@ class Settings:
             upstream_max_connections=max_connections,
             upstream_max_connections_per_host=per_host,
             proxies=_proxies(r),
+            request_head_timeout=r.number("REQUEST_HEAD_TIMEOUT", 10.0, minimum=0.05, maximum=3600.0),
+            request_body_timeout=r.number("REQUEST_BODY_TIMEOUT", 60.0, minimum=0.05, maximum=3600.0),
+            max_client_connections=r.integer("MAX_CLIENT_CONNECTIONS", 4096, minimum=1, maximum=1_000_000),
         )
         return settings
 

@@ -74,6 +74,36 @@ class PayloadTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its request (head or body) in time; the connection is closed."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    retryable = True
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "Connection": "close"}
+
+
+class MalformedRequest(InvalidRequest):
+    """Bytes that are not a valid HTTP/1.1 request; the connection cannot be used further."""
+
+    code = "malformed_request"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "Connection": "close", "x-should-retry": "false"}
+
+
+class ExpectationFailed(GatewayError):
+    status = 417
+    type = "invalid_request_error"
+    code = "expectation_failed"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "x-should-retry": "false"}
+
+
 class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"

@@ -16,6 +16,7 @@ from .middleware import PROVIDER_HEADER, context_of, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
+from .server import read_body
 from .sse import DONE, error_event
 from .state import LEDGER, REPAIRS, ROUTER, SETTINGS
 from .usage.answer import answer_usage
@@ -37,7 +38,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     declared = request.content_length
     if declared is not None and declared > limit:  # refused before reading it
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    req = parse_chat_request(await request.read())
+    req = parse_chat_request(await read_body(request))
     ctx = context_of(request)
     ctx.stream = req.stream
     model = req.model

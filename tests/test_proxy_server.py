@@ -85,13 +85,14 @@ def test_port_in_use_is_one_line(tmp_path):
 
 
 @contextlib.contextmanager
-def serving(tmp_path, **popen_kwargs):
+def serving(tmp_path, extra_env: dict[str, str] | None = None, **popen_kwargs):
     """The real entrypoint as a process, until it answers /health; yields (process, env)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {"PATH": os.environ["PATH"], "ENV_FILE": "/nonexistent.env", "CEREBRAS_API_KEYS": "csk-secret-entry",
-           "PORT": str(port), "INCOMING_KEY_DB": str(tmp_path / "k.db"), "LOG_DIR": str(tmp_path / "logs")}
+           "PORT": str(port), "INCOMING_KEY_DB": str(tmp_path / "k.db"), "LOG_DIR": str(tmp_path / "logs"),
+           **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "proxy_server.py"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs)
     try:
@@ -140,3 +141,14 @@ def test_a_low_open_file_limit_is_lifted_at_start(tmp_path):
         limits = Path(f"/proc/{proc.pid}/limits").read_text()
         (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
         assert int(line.split()[3]) == expected  # the soft limit, lifted from 256
+
+
+def test_the_entrypoint_serves_through_the_server_edge(tmp_path):
+    """proxy_server serves with gateway.server: a connection that sends nothing gets its 408."""
+    with serving(tmp_path, {"REQUEST_HEAD_TIMEOUT": "0.3"}) as (_, env):
+        with socket.create_connection(("127.0.0.1", int(env["PORT"])), timeout=5) as s:
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.0 408 Request Timeout\r\n")
+    assert b"Connection: close" in answer and b'"code":"request_timeout"' in answer
