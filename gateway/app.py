@@ -7,12 +7,14 @@ import dataclasses
 import sqlite3
 import time
 from collections import Counter
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Mapping
 
 import structlog
 from aiohttp import web
 
 from . import handlers, tokens
+from .clients.alerts import Alerts, WebhookSender
+from .clients.tracker import SpendTracker
 from .config import ConfigError, Settings
 from .httpclient import HTTPClient, default_tls_context
 from .keypool import KeyPool
@@ -21,7 +23,7 @@ from .middleware import gateway
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import HTTP, KEYSTORE, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import BUDGETS, HTTP, KEYSTORE, RECORDERS, REPAIRS, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.app")
 
@@ -42,9 +44,14 @@ def create_app(
     app[SETTINGS] = settings
     app[REPAIRS] = Counter()
     app[RECORDERS] = []
+    app[BUDGETS] = budgets = _budgets(settings)
+    app[RECORDERS].append(budgets.record)  # after the ledger's, which prices the request first
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
+    app.cleanup_ctx.append(_restore_spend)
+    if budgets.alerts.webhook is not None:
+        app.cleanup_ctx.append(_alert_webhook)
     app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
@@ -93,8 +100,46 @@ async def _keystore(app: web.Application) -> AsyncIterator[None]:
         await store.close()  # flushes pending usage
 
 
-def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], float] = time.monotonic) -> Router:
-    """The configured providers, each with its key pool, behind one Router, over ``client``."""
+def _budgets(settings: Settings) -> SpendTracker:
+    url = settings.alert_webhook_url
+    webhook = WebhookSender(url.reveal(), settings.alert_webhook_timeout) if url else None
+    return SpendTracker(settings.provider_budgets, settings.alert_thresholds, Alerts(webhook))
+
+
+async def _restore_spend(app: web.Application) -> AsyncIterator[None]:
+    """Today's and this month's spend, from the ledger's rows, before the first request."""
+    path = app[SETTINGS].incoming_key_db
+    try:
+        await app[BUDGETS].restore(path)
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(f"INCOMING_KEY_DB: cannot read spend from {path}: {e}") from None
+    yield
+
+
+async def _alert_webhook(app: web.Application) -> AsyncIterator[None]:
+    sender = app[BUDGETS].alerts.webhook
+    assert sender is not None
+    session = sender.session()
+    task = asyncio.create_task(sender.run(session))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await session.close()
+        if sender.queue.qsize():
+            log.warning("alerts_undelivered", count=sender.queue.qsize())
+
+
+def build_router(
+    settings: Settings,
+    client: HTTPClient,
+    clock: Callable[[], float] = time.monotonic,
+    capped: Callable[[], Mapping[str, str]] | None = None,
+) -> Router:
+    """The configured providers, each with its key pool, behind one Router, over ``client``;
+    ``capped`` names the providers whose monthly budget is reached."""
     upstreams = [
         Upstream(
             name=p.name,
@@ -115,12 +160,15 @@ def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], flo
         max_key_wait=settings.max_key_wait,
         fallback_on_cooldown=settings.fallback_on_cooldown,
         clock=clock,
+        capped=capped,
     )
 
 
 def _router(clock: Callable[[], float]):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        router = build_router(app[SETTINGS], app[HTTP], clock)
+        settings = app[SETTINGS]
+        capped = app[BUDGETS].capped if settings.provider_budgets else None
+        router = build_router(settings, app[HTTP], clock, capped)
         if router.needs_estimates:
             await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
         app[ROUTER] = router

@@ -17,7 +17,7 @@ from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
 from .sse import DONE, error_event
-from .state import REPAIRS, ROUTER, SETTINGS
+from .state import BUDGETS, REPAIRS, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.handlers")
 
@@ -40,6 +40,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx.stream = req.stream
     model = req.model
     ctx.model_asked = model if isinstance(model, str) else None
+    app[BUDGETS].admit(ctx, req)  # the key's budgets and rate limits, before anything is sent
     if settings.repair_tool_calls:
         repair_transcript(request, ctx, req)
     router = app[ROUTER]
@@ -152,5 +153,6 @@ async def status(request: web.Request) -> web.Response:
             "current_key": first["current_key"],
             "providers": providers,
             "repairs": dict(request.app[REPAIRS]),
+            "budgets": request.app[BUDGETS].status(),  # provider caps, spend per key, alert queue
         }
     )
