@@ -10,7 +10,16 @@ from typing import Any, Awaitable, Callable, TypeVar
 import click
 from dotenv import load_dotenv
 
-from gateway.keystore import ADMIN, BUDGET_FIELDS, CLIENT, RATE_FIELDS, ROLES, ClientKey, KeyStore, KeyStoreError
+from gateway.keystore import (
+    ADMIN,
+    BUDGET_FIELDS,
+    CLIENT,
+    RATE_FIELDS,
+    ROLES,
+    ClientKey,
+    KeyStore,
+    KeyStoreError,
+)
 
 T = TypeVar("T")
 DEFAULT_DB = "./data/incoming_keys.db"

@@ -161,7 +161,7 @@ class Settings:
 BUDGETED_PROVIDERS = (CEREBRAS, SYNTHETIC, ZAI)  # the paid ones: {NAME}_MONTHLY_BUDGET_USD
 
 
-def _budget_settings(r: "_Reader") -> dict[str, Any]:
+def _budget_settings(r: _Reader) -> dict[str, Any]:
     """Provider-wide monthly caps and budget alerts."""
     caps = {}
     for name in BUDGETED_PROVIDERS:

@@ -16,10 +16,10 @@ import hashlib
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
 
 import aiosqlite
 

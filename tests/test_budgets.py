@@ -57,15 +57,15 @@ TODAY, THIS_MONTH = utc(2025, 1, 15), utc(2025, 1, 1)
 @pytest.mark.parametrize(
     "limits, day, month, kind, message",
     [
-        (Limits(daily_usd=5), Totals(TODAY, 5.02), None, "daily_usd",
+        (Limits(daily_usd=5), Totals(DAY, TODAY, 5.02), None, "daily_usd",
          "daily budget of $5.00 reached: $5.02 spent today; resets at 00:00 UTC"),
-        (Limits(daily_usd=5), Totals(TODAY, 5.0), None, "daily_usd",  # reaching it is enough
+        (Limits(daily_usd=5), Totals(DAY, TODAY, 5.0), None, "daily_usd",  # reaching it is enough
          "daily budget of $5.00 reached: $5.00 spent today; resets at 00:00 UTC"),
-        (Limits(daily_usd=5, monthly_usd=50), Totals(TODAY, 1), Totals(THIS_MONTH, 50.1), "monthly_usd",
+        (Limits(daily_usd=5, monthly_usd=50), Totals(DAY, TODAY, 1), Totals(MONTH, THIS_MONTH, 50.1), "monthly_usd",
          "monthly budget of $50.00 reached: $50.10 spent this month; resets at 00:00 UTC on 2025-02-01"),
-        (Limits(daily_tokens=2_000_000), Totals(TODAY, 0, 2_000_512), None, "daily_tokens",
+        (Limits(daily_tokens=2_000_000), Totals(DAY, TODAY, 0, 2_000_512), None, "daily_tokens",
          "daily token budget of 2,000,000 reached: 2,000,512 tokens used today; resets at 00:00 UTC"),
-        (Limits(monthly_tokens=10), None, Totals(THIS_MONTH, 0, 11), "monthly_tokens",
+        (Limits(monthly_tokens=10), None, Totals(MONTH, THIS_MONTH, 0, 11), "monthly_tokens",
          "monthly token budget of 10 reached: 11 tokens used this month; resets at 00:00 UTC on 2025-02-01"),
         (Limits(daily_usd=0), None, None, "daily_usd",  # a budget of 0 blocks the key
          "daily budget of $0.00 reached: $0.00 spent today; resets at 00:00 UTC"),
@@ -80,11 +80,11 @@ def test_refusal_names_the_budget_and_what_was_spent(limits, day, month, kind, m
 @pytest.mark.parametrize(
     "limits, day, month",
     [
-        (Limits(daily_usd=5), Totals(TODAY, 4.99), None),
-        (Limits(daily_usd=5), Totals(utc(2025, 1, 14), 99.0), None),  # yesterday's spend: reset at midnight
-        (Limits(monthly_usd=5), None, Totals(utc(2024, 12, 1), 99.0)),  # last month's
-        (Limits(daily_tokens=100), Totals(TODAY, 1000.0, 99), None),  # USD spent, but the budget is tokens
-        (Limits(rpm=1), Totals(TODAY, 1e9, 10**9), None),  # rate limits only: no budget
+        (Limits(daily_usd=5), Totals(DAY, TODAY, 4.99), None),
+        (Limits(daily_usd=5), Totals(DAY, utc(2025, 1, 14), 99.0), None),  # yesterday's spend: reset at midnight
+        (Limits(monthly_usd=5), None, Totals(MONTH, utc(2024, 12, 1), 99.0)),  # last month's
+        (Limits(daily_tokens=100), Totals(DAY, TODAY, 1000.0, 99), None),  # USD spent, but the budget is tokens
+        (Limits(rpm=1), Totals(DAY, TODAY, 1e9, 10**9), None),  # rate limits only: no budget
     ],
 )
 def test_no_refusal_under_budget_or_in_a_new_window(limits, day, month):
@@ -98,9 +98,9 @@ def test_limits_of_nothing_is_none():
 
 
 def test_current_and_remaining():
-    old = Totals(utc(2025, 1, 14), 3.0, 7)
+    old = Totals(DAY, utc(2025, 1, 14), 3.0, 7)
     assert current(old, DAY, NOW).usd == 0 and current(old, DAY, NOW).start == TODAY
-    month = Totals(THIS_MONTH, 3.0)
+    month = Totals(MONTH, THIS_MONTH, 3.0)
     assert current(month, MONTH, NOW) is month
     assert (remaining(5, 3.5), remaining(5, 7), remaining(None, 1)) == (1.5, 0.0, None)
 
@@ -115,7 +115,7 @@ def test_add_spend_rolls_over_and_ignores_a_request_from_before_midnight():
 
 
 def test_cents_add_up_to_whole_budgets():
-    totals = Totals(TODAY)
+    totals = Totals(DAY, TODAY)
     for _ in range(10):
         totals.add(0.01, 0)
     assert totals.usd == 0.1  # not 0.09999999999999999: a $0.10 budget is reached

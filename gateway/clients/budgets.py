@@ -88,14 +88,20 @@ def iso(ts: float) -> str:
 # ---- budgets ----------------------------------------------------------------------------------
 
 class Totals:
-    """USD and tokens spent in one window (mutable; the tracker keeps one per key and window)."""
+    """USD and tokens spent in one window (mutable; the tracker keeps one per key and window).
+    It knows its bounds, so the request path tells whether a time falls in it by two comparisons
+    rather than calendar arithmetic."""
 
-    __slots__ = ("start", "tokens", "usd")
+    __slots__ = ("end", "start", "tokens", "usd")
 
-    def __init__(self, start: float, usd: float = 0.0, tokens: int = 0) -> None:
+    def __init__(self, window: str, start: float, usd: float = 0.0, tokens: int = 0) -> None:
         self.start = start
+        self.end = window_end(window, start)
         self.usd = usd
         self.tokens = tokens
+
+    def holds(self, ts: float) -> bool:
+        return self.start <= ts < self.end
 
     def amount(self, unit: str) -> float:
         return self.usd if unit == "usd" else self.tokens
@@ -110,10 +116,9 @@ def add_spend(totals: Totals | None, window: str, ts: float, usd: float, tokens:
     """``totals`` with a request that started at ``ts`` added: a request from a later window
     starts a new one; one from an earlier window (it began before midnight) is not counted in
     this one, as the ledger's row, dated by its start, is not either."""
-    start = window_start(window, ts)
-    if totals is None or totals.start < start:
-        totals = Totals(start)
-    if totals.start == start:
+    if totals is None or ts >= totals.end:
+        totals = Totals(window, window_start(window, ts))
+    if ts >= totals.start:
         totals.add(usd, tokens)
     return totals
 
@@ -142,10 +147,9 @@ class Refusal:
 
 def current(totals: Totals | None, window: str, now: float) -> Totals:
     """``totals`` if it is the window holding ``now``, else an empty one (the window reset)."""
-    start = window_start(window, now)
-    if totals is None or totals.start != start:
-        return Totals(start)
-    return totals
+    if totals is not None and totals.holds(now):
+        return totals
+    return Totals(window, window_start(window, now))
 
 
 def refusal(limits: Limits, day: Totals | None, month: Totals | None, now: float) -> Refusal | None:

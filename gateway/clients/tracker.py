@@ -46,7 +46,6 @@ from .budgets import (
     remaining,
     window_end,
     window_label,
-    window_start,
 )
 
 log = structlog.get_logger("gateway.budgets")
@@ -155,14 +154,13 @@ class SpendTracker:
         watched = limits is not None and limits.has_budget
         for window in (DAY, MONTH):
             totals = spend.day if window == DAY else spend.month
-            start = window_start(window, ts)
-            was = (totals.usd, totals.tokens) if totals is not None and totals.start == start else (0.0, 0)
+            was = (totals.usd, totals.tokens) if totals is not None and totals.holds(ts) else (0.0, 0)
             totals = add_spend(totals, window, ts, usd, tokens)
             if window == DAY:
                 spend.day = totals
             else:
                 spend.month = totals
-            if not watched or totals.start != start:
+            if not watched or not totals.holds(ts):
                 continue
             for kind, kind_window, unit in BUDGET_KINDS:
                 limit = getattr(limits, kind)
@@ -174,11 +172,10 @@ class SpendTracker:
 
     def _add_provider(self, provider: str, ts: float, usd: float) -> None:
         totals = self._providers.get(provider)
-        was = totals.usd if totals is not None and totals.start == month_start(ts) else 0.0
-        totals = add_spend(totals, MONTH, ts, usd, 0)
-        self._providers[provider] = totals
+        was = totals.usd if totals is not None and totals.holds(ts) else 0.0
+        totals = self._providers[provider] = add_spend(totals, MONTH, ts, usd, 0)
         cap = self.provider_caps.get(provider)
-        if cap is None or totals.start != month_start(ts):
+        if cap is None or not totals.holds(ts):
             return
         for threshold in crossed(cap, was, totals.usd, self.thresholds):
             self._alert("provider", provider, "monthly_usd", MONTH, "usd", cap, totals.usd, threshold, ts)
@@ -186,12 +183,12 @@ class SpendTracker:
 
     def _check_cap(self, provider: str, totals: Totals) -> None:
         cap = self.provider_caps.get(provider)
-        if cap is None or totals.usd < cap or totals.start != month_start(self.now()):
+        if cap is None or totals.usd < cap or not totals.holds(self.now()):
             return
         if provider not in self._capped:
             log.warning("provider_budget_reached", provider=provider, cap_usd=cap, spent_usd=round(totals.usd, 6))
         self._capped[provider] = f"{provider}: skipped, monthly budget of ${cap:,.2f} reached (${totals.usd:,.2f} spent)"
-        self._capped_until = window_end(MONTH, totals.start)
+        self._capped_until = totals.end
 
     def _alert(self, scope: str, name: str | None, kind: str, window: str, unit: str, limit: float,
                spent: float, threshold: float, ts: float) -> None:
@@ -241,16 +238,16 @@ class SpendTracker:
             )
             async with db.execute(clients, (month,)) as cur:
                 for key_id, name, usd, tokens in await cur.fetchall():
-                    self._client(key_id, name).month = Totals(month, round(usd, 9), int(tokens))
+                    self._client(key_id, name).month = Totals(MONTH, month, round(usd, 9), int(tokens))
             async with db.execute(clients, (day,)) as cur:
                 for key_id, name, usd, tokens in await cur.fetchall():
-                    self._client(key_id, name).day = Totals(day, round(usd, 9), int(tokens))
+                    self._client(key_id, name).day = Totals(DAY, day, round(usd, 9), int(tokens))
             async with db.execute(
                 "SELECT provider, coalesce(sum(cost_usd), 0) FROM usage "
                 "WHERE ts >= ? AND provider IS NOT NULL GROUP BY provider", (month,)
             ) as cur:
                 for provider, usd in await cur.fetchall():
-                    self._providers[provider] = totals = Totals(month, round(usd, 9))
+                    self._providers[provider] = totals = Totals(MONTH, month, round(usd, 9))
                     self._check_cap(provider, totals)
         log.info("budgets_restored", clients=len(self._clients), providers=len(self._providers),
                  capped=sorted(self._capped))
