@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from gateway.state import BUDGETS
-from tests.conftest import auth_header, eventually
+from tests.conftest import CHAT, auth_header, eventually
 from tests.test_budgets_e2e import chat, manage, start
 
 WEBHOOK_TOKEN = "hook-token-5ecret"  # part of the URL, as Slack's and Discord's are
@@ -59,7 +59,11 @@ async def alerting(gateway, fake, key_db, hook, env=None):
 async def test_one_post_per_threshold_crossed(gateway, fake, key_db, client_key, receiver, log_dir, admin_key):
     hook = await receiver()
     client, sender = await alerting(gateway, fake, key_db, hook)
-    statuses = [(await chat(client, client_key)).status for _ in range(14)]  # $0.01 each
+    statuses = []
+    for i in range(14):  # $0.01 each
+        resp = await client.post("/v1/chat/completions", json=CHAT,
+                                 headers={**auth_header(client_key), "X-Request-Id": f"one-post-{i}"})
+        statuses.append(resp.status)
     assert statuses == [200] * 10 + [429] * 4
     await eventually(lambda: sender.sent == 3)
     assert sender.queue.empty() and len(hook.hits) == 3
@@ -75,7 +79,7 @@ async def test_one_post_per_threshold_crossed(gateway, fake, key_db, client_key,
 
     def alert_lines():
         lines = [json.loads(line) for line in (log_dir / "gateway.log").read_text().splitlines()
-                 if '"budget_threshold_reached"' in line and '"client":"tester"' in line]
+                 if '"budget_threshold_reached"' in line and '"request_id":"one-post-' in line]
         return lines if len(lines) >= 3 else None
 
     lines = await eventually(alert_lines)
