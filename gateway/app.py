@@ -44,15 +44,15 @@ def create_app(
     app[SETTINGS] = settings
     app[REPAIRS] = Counter()
     app[RECORDERS] = []
-    app[BUDGETS] = budgets = _budgets(settings)
-    app[RECORDERS].append(budgets.record)  # after the ledger's, which prices the request first
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
-    app.cleanup_ctx.append(_restore_spend)
+    app.cleanup_ctx.append(_router(clock))
+    app[BUDGETS] = budgets = _budgets(settings)
+    app[RECORDERS].append(budgets.record)  # after the ledger's, which prices the request first
+    app.cleanup_ctx.append(_restore_spend)  # after the keystore's, which migrates the database
     if budgets.alerts.webhook is not None:
         app.cleanup_ctx.append(_alert_webhook)
-    app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
     for path in ("/v1/models", "/models"):

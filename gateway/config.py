@@ -83,14 +83,14 @@ class Settings:
     max_key_wait: float = 30.0
     fallback_on_cooldown: bool = True
     token_threshold: int = 120_000
-    repair_tool_calls: bool = True
-    key_cache_refresh: float = 0.25
-    usage_flush_interval: float = 2.0
     # budgets and alerts (gateway/clients): provider -> monthly USD cap; percent thresholds
     provider_budgets: Mapping[str, float] = field(default_factory=dict)
     alert_thresholds: tuple[float, ...] = (50.0, 80.0, 100.0)
     alert_webhook_url: Secret | None = None  # may carry a token (Slack, Discord): never shown
     alert_webhook_timeout: float = 5.0
+    repair_tool_calls: bool = True
+    key_cache_refresh: float = 0.25
+    usage_flush_interval: float = 2.0
 
     @property
     def public_models(self) -> list[str]:
@@ -150,10 +150,10 @@ class Settings:
             max_key_wait=r.number("MAX_KEY_WAIT", 30.0, minimum=0.0),
             fallback_on_cooldown=r.boolean("FALLBACK_ON_COOLDOWN", True),
             token_threshold=threshold,
+            **_budget_settings(r),
             repair_tool_calls=r.boolean("REPAIR_TOOL_CALLS", True),
             key_cache_refresh=r.number("KEY_CACHE_REFRESH", 0.25, minimum=0.01, maximum=1.0),
             usage_flush_interval=r.number("USAGE_FLUSH_INTERVAL", 2.0, minimum=0.05),
-            **_budget_settings(r),
         )
         return settings
 

@@ -40,6 +40,11 @@ class KeyStoreError(Exception):
     """A user error in key management (unknown key, duplicate name)."""
 
 
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise KeyStoreError(f"a role is {' or '.join(ROLES)}, not {role!r}")
+
+
 @dataclass(frozen=True)
 class ClientKey:
     id: int
@@ -272,11 +277,6 @@ class KeyStore:
         async with self._db.execute("PRAGMA data_version") as cur:
             row = await cur.fetchone()
         return int(row[0])
-
-
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise KeyStoreError(f"a role is {' or '.join(ROLES)}, not {role!r}")
 
 
 def _shown(ref: str) -> str:

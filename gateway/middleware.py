@@ -31,9 +31,9 @@ from .state import KEYSTORE, RECORDERS, SETTINGS
 log = structlog.get_logger("gateway.http")
 
 OPEN_PATHS = frozenset({"/health"})
-ADMIN_PATHS = frozenset({"/_status"})  # an admin key only (when auth is on)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"
+ADMIN_PATHS = frozenset({"/_status"})  # an admin key only (when auth is on)
 
 
 CONTEXT = "gateway_context"  # request key: the request's RequestContext

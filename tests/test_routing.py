@@ -35,28 +35,3 @@ def test_429_retry_after_headers():
     err = final_error(attempts(Failure.RATE_LIMITED), 2.2)
     assert err.headers() == {"Retry-After": "3", "retry-after-ms": "2200"}
 
-
-def ups():
-    from gateway.routing import Upstream
-
-    return [Upstream("cerebras", None, None, max_prompt_tokens=100), Upstream("synthetic", None, None),
-            Upstream("zai", None, None)]
-
-
-@pytest.mark.parametrize(
-    "prompt, capped, names, notes",
-    [
-        (None, {}, ["cerebras", "synthetic", "zai"], []),
-        (500, {}, ["synthetic", "zai"], ["cerebras: skipped, prompt ~500 tokens > 100"]),
-        (None, {"cerebras": "cerebras: capped"}, ["synthetic", "zai"], ["cerebras: capped"]),
-        (50, {"synthetic": "synthetic: capped"}, ["cerebras", "zai"], ["synthetic: capped"]),
-        (500, {"synthetic": "s: capped", "zai": "z: capped"}, ["cerebras"], ["s: capped", "z: capped"]),  # too big
-        # for it, but nothing else may serve: the upstream decides
-        (None, {"cerebras": "c", "synthetic": "s", "zai": "z"}, [], ["c", "s", "z"]),  # a cap is never overridden
-    ],
-)
-def test_plan_skips_capped_providers(prompt, capped, names, notes):
-    from gateway.routing import plan
-
-    targets, got = plan(ups(), prompt, capped)
-    assert [u.name for u in targets] == names and got == notes
