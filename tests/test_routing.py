@@ -34,4 +34,3 @@ def test_final_error_status_follows_failures(kinds, wait, status, code):
 def test_429_retry_after_headers():
     err = final_error(attempts(Failure.RATE_LIMITED), 2.2)
     assert err.headers() == {"Retry-After": "3", "retry-after-ms": "2200"}
-
