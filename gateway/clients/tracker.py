@@ -16,6 +16,7 @@ real usage when the request is recorded.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -187,7 +188,8 @@ class SpendTracker:
             return
         if provider not in self._capped:
             log.warning("provider_budget_reached", provider=provider, cap_usd=cap, spent_usd=round(totals.usd, 6))
-        self._capped[provider] = f"{provider}: skipped, monthly budget of ${cap:,.2f} reached (${totals.usd:,.2f} spent)"
+        self._capped[provider] = (f"{provider}: skipped, monthly budget of ${cap:,.2f} reached "
+                                  f"(${totals.usd:,.2f} spent)")
         self._capped_until = totals.end
 
     def _alert(self, scope: str, name: str | None, kind: str, window: str, unit: str, limit: float,
@@ -223,7 +225,7 @@ class SpendTracker:
         """Today's and this month's spend from the ledger's ``usage`` table (rows are dated by
         their request's start). Returns False when there is no database or no table yet."""
         path = Path(db_path)
-        if not path.exists():
+        if not await asyncio.to_thread(path.exists):
             return False
         now = self.now()
         day, month = day_start(now), month_start(now)
