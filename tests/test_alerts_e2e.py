@@ -23,12 +23,13 @@ class Receiver:
         self.hang = hang
         self.hits: list[dict] = []  # every POST, failed ones included
         self.headers: list[dict] = []
+        self.release = asyncio.Event()  # ends a hang (at teardown)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.hits.append(await request.json())
         self.headers.append(dict(request.headers))
         if self.hang:
-            await asyncio.sleep(3600)
+            await self.release.wait()
         return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
 
     def app(self) -> web.Application:
@@ -38,14 +39,19 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver(aiohttp_server):
+async def receiver(aiohttp_server):
+    made = []
+
     async def make(**kwargs):
         r = Receiver(**kwargs)
         server = await aiohttp_server(r.app())
         r.url = str(server.make_url(f"/hooks/{WEBHOOK_TOKEN}"))
+        made.append(r)
         return r
 
-    return make
+    yield make
+    for r in made:  # a hanging handler would hold the server's shutdown
+        r.release.set()
 
 
 async def alerting(gateway, fake, key_db, hook, env=None):
