@@ -224,12 +224,12 @@ class SpendTracker:
     async def restore(self, db_path: Path | str) -> bool:
         """Today's and this month's spend from the ledger's ``usage`` table (rows are dated by
         their request's start). Returns False when there is no database or no table yet."""
-        path = Path(db_path)
-        if not await asyncio.to_thread(path.exists):
+        uri = await asyncio.to_thread(_read_only_uri, Path(db_path))
+        if uri is None:
             return False
         now = self.now()
         day, month = day_start(now), month_start(now)
-        async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as db:
+        async with aiosqlite.connect(uri, uri=True) as db:
             async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'") as cur:
                 if await cur.fetchone() is None:
                     return False
@@ -291,3 +291,7 @@ class SpendTracker:
             clients.append(entry)
         return {"providers": providers, "clients": clients, "alerts": self.alerts.status()}
 
+
+def _read_only_uri(path: Path) -> str | None:
+    """A read-only SQLite URI for ``path`` (never creates it), or None when there is no file."""
+    return path.resolve().as_uri() + "?mode=ro" if path.exists() else None
