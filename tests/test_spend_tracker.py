@@ -242,3 +242,15 @@ async def test_restore_without_a_database_or_a_usage_table(tmp_path, clock):
     con.close()
     assert await tracker.restore(tmp_path / "keys.db") is False
     assert tracker.status()["clients"] == []
+
+
+def test_cleared_limits_stop_alerts_and_leave_status(clock):
+    alerts = Captured()
+    tracker = SpendTracker(alerts=alerts, now=clock)
+    run(tracker, clock, Limits(daily_usd=0.10))
+    run(tracker, clock, None)  # the budget was cleared: this request brings ctx.client_limits None
+    for _ in range(9):
+        run(tracker, clock, None)
+    assert alerts.events == []
+    [alice] = tracker.status()["clients"]
+    assert "daily_usd" not in alice and alice["today"]["usd"] == 0.11

@@ -88,11 +88,16 @@ class SpendTracker:
     # ---- before forwarding --------------------------------------------------------------------
 
     def admit(self, ctx: RequestContext, req: ChatRequest) -> None:
-        limits = ctx.client_limits
-        if limits is None or ctx.client_id is None:
+        limits, key_id = ctx.client_limits, ctx.client_id
+        if key_id is None:
+            return
+        if limits is None:
+            known = self._clients.get(key_id)
+            if known is not None:  # its limits were cleared: no alerts on the old ones
+                known.limits = None
             return
         now = self.now()
-        spend = self._client(ctx.client_id, ctx.client_name)
+        spend = self._client(key_id, ctx.client_name)
         spend.limits = limits
         if limits.has_budget:
             spent = refusal(limits, spend.day, spend.month, now)
