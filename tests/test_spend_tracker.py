@@ -182,7 +182,7 @@ def test_provider_cap_skips_the_provider_until_the_month_resets(clock):
     assert tracker.capped() == {}
 
 
-USAGE_TABLE = """CREATE TABLE usage(id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT NOT NULL,
+USAGE_TABLE = """CREATE TABLE IF NOT EXISTS usage(id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT NOT NULL,
  client_key_id INTEGER, client_name TEXT, provider TEXT, upstream_key TEXT, model_requested TEXT,
  model_served TEXT, stream INTEGER NOT NULL, status INTEGER NOT NULL,
  prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
@@ -193,8 +193,8 @@ USAGE_TABLE = """CREATE TABLE usage(id INTEGER PRIMARY KEY, ts REAL NOT NULL, re
 
 
 def usage_db(path, rows) -> None:
-    """A database holding the ledger's usage table (shared-usage.md's schema) and ``rows``:
-    (ts, client_key_id, client_name, provider, prompt, completion, cost_usd)."""
+    """A database holding the ledger's usage table (shared-usage.md's schema; kept when migration
+    002 made it) and ``rows``: (ts, client_key_id, client_name, provider, prompt, completion, cost_usd)."""
     con = sqlite3.connect(path)
     con.execute(USAGE_TABLE)
     con.executemany(
