@@ -11,7 +11,16 @@ from typing import Any, Awaitable, Callable, TypeVar
 import click
 from dotenv import load_dotenv
 
-from gateway.keystore import ClientKey, KeyStore, KeyStoreError
+from gateway.keystore import (
+    ADMIN,
+    BUDGET_FIELDS,
+    CLIENT,
+    RATE_FIELDS,
+    ROLES,
+    ClientKey,
+    KeyStore,
+    KeyStoreError,
+)
 from gateway.migrations import connect
 from gateway.usage.stats import StatsQueryError, budget_use, iso, parse_group_by, parse_time, spend_by_client, totals
 
@@ -47,6 +56,7 @@ def _row(k: ClientKey) -> dict[str, Any]:
         "name": k.name,
         "key": k.prefix + "…",
         "status": "active" if k.active else "revoked",
+        "role": k.role,
         "requests": k.request_count,
         "last_used": _when(k.last_used_at),
         "created": _when(k.created_at),
@@ -79,6 +89,8 @@ def cli(ctx: click.Context, db: str) -> None:
     Example:
         python manage_keys.py add cline-laptop
         python manage_keys.py list
+        python manage_keys.py budget cline-laptop --daily-usd 5 --monthly-usd 50
+        python manage_keys.py limits cline-laptop --rpm 60 --tpm 200000
         python manage_keys.py revoke cline-laptop
         python manage_keys.py stats
         python manage_keys.py usage --since 7d --by provider
@@ -88,15 +100,86 @@ def cli(ctx: click.Context, db: str) -> None:
 
 @cli.command()
 @click.argument("name")
+@click.option("--admin", is_flag=True, help="An admin key: may read /_status and every client's usage.")
 @click.pass_obj
-def add(db: str, name: str) -> None:
+def add(db: str, name: str, admin: bool) -> None:
     """Create a key named NAME and print it (the only time it is shown).
 
-    Example: python manage_keys.py add aider-desktop
+    Example: python manage_keys.py add aider-desktop   (or: add ops --admin)
     """
-    key, plaintext = _run(db, lambda s: s.add(name))
+    key, plaintext = _run(db, lambda s: s.add(name, ADMIN if admin else CLIENT))
     click.echo(plaintext)
-    click.echo(f"created key {key.id} ({key.name}); store it now, it cannot be shown again", err=True)
+    click.echo(f"created {key.role} key {key.id} ({key.name}); store it now, it cannot be shown again", err=True)
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("new_role", metavar="ROLE", type=click.Choice(ROLES))
+@click.pass_obj
+def role(db: str, ref: str, new_role: str) -> None:
+    """Make the key REF (id, name or the key itself) an admin or a plain client.
+
+    An admin key may read /_status and every client's usage; a client key only its own. A
+    running gateway applies it within a second. Example: python manage_keys.py role ops admin
+    """
+    key = _run(db, lambda s: s.set_role(ref, new_role))
+    click.echo(f"key {key.id} ({key.name}) is now {key.role}")
+
+
+def _money(value: float | None) -> str:
+    return "none" if value is None else f"${value:,.2f}"
+
+
+def _count(value: int | None) -> str:
+    return "none" if value is None else f"{value:,}"
+
+
+def _set_limits(db: str, ref: str, values: dict[str, Any], clear: bool, fields: tuple[str, ...]) -> ClientKey:
+    given = {k: v for k, v in values.items() if v is not None}
+    if clear and given:
+        raise click.UsageError("--clear removes every one of them; give it alone")
+    if clear:
+        given = dict.fromkeys(fields)
+    if not given:
+        return _run(db, lambda s: s.find(ref))  # nothing to change: show them
+    return _run(db, lambda s: s.set_limits(ref, given))
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--daily-usd", type=click.FloatRange(min=0), help="USD per UTC day.")
+@click.option("--monthly-usd", type=click.FloatRange(min=0), help="USD per UTC month.")
+@click.option("--daily-tokens", type=click.IntRange(min=0), help="Tokens (prompt + completion) per UTC day.")
+@click.option("--monthly-tokens", type=click.IntRange(min=0), help="Tokens per UTC month.")
+@click.option("--clear", is_flag=True, help="Remove every budget of the key.")
+@click.pass_obj
+def budget(db: str, ref: str, clear: bool, **values: Any) -> None:
+    """Set (any subset), show (no option) or --clear the budgets of the key REF.
+
+    Over a budget the gateway answers 429 insufficient_quota until the UTC day or month
+    resets; a running gateway applies changes within a second.
+
+    Example: python manage_keys.py budget cline-laptop --daily-usd 5 --monthly-usd 50 --daily-tokens 2000000
+    """
+    k = _set_limits(db, ref, values, clear, BUDGET_FIELDS)
+    click.echo(f"key {k.id} ({k.name}) budgets: daily {_money(k.daily_usd)}, monthly {_money(k.monthly_usd)}, "
+               f"daily tokens {_count(k.daily_tokens)}, monthly tokens {_count(k.monthly_tokens)}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--rpm", type=click.IntRange(min=0), help="Requests per sliding minute.")
+@click.option("--tpm", type=click.IntRange(min=0), help="Tokens per sliding minute (estimated up front).")
+@click.option("--clear", is_flag=True, help="Remove both rate limits of the key.")
+@click.pass_obj
+def limits(db: str, ref: str, clear: bool, **values: Any) -> None:
+    """Set, show (no option) or --clear the rate limits of the key REF.
+
+    Over a limit the gateway answers 429 rate_limit_exceeded with Retry-After.
+    Example: python manage_keys.py limits cline-laptop --rpm 60 --tpm 200000
+    """
+    k = _set_limits(db, ref, values, clear, RATE_FIELDS)
+    click.echo(f"key {k.id} ({k.name}) rate limits: {_count(k.rpm)} requests and {_count(k.tpm)} tokens per minute")
 
 
 @cli.command("list")

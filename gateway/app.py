@@ -7,7 +7,7 @@ import dataclasses
 import sqlite3
 import time
 from collections import Counter
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Mapping
 
 import aiohttp
 import structlog
@@ -16,6 +16,8 @@ from aiohttp import web
 from . import handlers, tokens
 from .api import metrics as metrics_api
 from .api import stats
+from .clients.alerts import Alerts, WebhookSender
+from .clients.tracker import SpendTracker
 from .config import ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
@@ -27,7 +29,7 @@ from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
 from .server import defer_continue
-from .state import CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import BUDGETS, CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
 from .transport import new_session
 from .usage.ledger import Ledger
 
@@ -72,6 +74,11 @@ def create_app(
     metrics.ledger = ledger  # rows dropped and queue depth, read at scrape time
     app.cleanup_ctx.append(_ledger)
     app.cleanup_ctx.append(_router(clock))
+    app[BUDGETS] = budgets = _budgets(settings)
+    app[RECORDERS].append(budgets.record)  # after the ledger's, which prices the request first
+    app.cleanup_ctx.append(_restore_spend)  # after the keystore's, which migrates the database
+    if budgets.alerts.webhook is not None:
+        app.cleanup_ctx.append(_alert_webhook)
     for path in ("/v1/chat/completions", "/chat/completions"):
         # 100 Continue waits for the key and size checks: handlers read the body with read_body
         app.router.add_post(path, handlers.chat_completions, expect_handler=defer_continue)
@@ -134,10 +141,46 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
         await ledger.close()
 
 
+def _budgets(settings: Settings) -> SpendTracker:
+    url = settings.alert_webhook_url
+    webhook = WebhookSender(url.reveal(), settings.alert_webhook_timeout) if url else None
+    return SpendTracker(settings.provider_budgets, settings.alert_thresholds, Alerts(webhook))
+
+
+async def _restore_spend(app: web.Application) -> AsyncIterator[None]:
+    """Today's and this month's spend, from the ledger's rows, before the first request."""
+    path = app[SETTINGS].incoming_key_db
+    try:
+        await app[BUDGETS].restore(path)
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(f"INCOMING_KEY_DB: cannot read spend from {path}: {e}") from None
+    yield
+
+
+async def _alert_webhook(app: web.Application) -> AsyncIterator[None]:
+    sender = app[BUDGETS].alerts.webhook
+    assert sender is not None
+    session = sender.session()
+    task = asyncio.create_task(sender.run(session))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await session.close()
+        if sender.queue.qsize():
+            log.warning("alerts_undelivered", count=sender.queue.qsize())
+
+
 def build_router(
-    settings: Settings, session: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    clock: Callable[[], float] = time.monotonic,
+    capped: Callable[[], Mapping[str, str]] | None = None,
 ) -> Router:
-    """The configured providers, each with its key pool, behind one Router, over ``session``."""
+    """The configured providers, each with its key pool, behind one Router, over ``session``;
+    ``capped`` names the providers whose monthly budget is reached."""
     upstreams = [
         Upstream(
             name=p.name,
@@ -159,12 +202,15 @@ def build_router(
         max_key_wait=settings.max_key_wait,
         fallback_on_cooldown=settings.fallback_on_cooldown,
         clock=clock,
+        capped=capped,
     )
 
 
 def _router(clock: Callable[[], float]):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        router = build_router(app[SETTINGS], app[HTTP], clock)
+        settings = app[SETTINGS]
+        capped = app[BUDGETS].capped if settings.provider_budgets else None
+        router = build_router(settings, app[HTTP], clock, capped)
         if router.needs_estimates:
             await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
         app[ROUTER] = router

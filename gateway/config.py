@@ -9,7 +9,9 @@ import json
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
+
+from yarl import URL
 
 from yarl import URL
 
@@ -118,6 +120,11 @@ class Settings:
     max_key_wait: float = 30.0
     fallback_on_cooldown: bool = True
     token_threshold: int = 120_000
+    # budgets and alerts (gateway/clients): provider -> monthly USD cap; percent thresholds
+    provider_budgets: Mapping[str, float] = field(default_factory=dict)
+    alert_thresholds: tuple[float, ...] = (50.0, 80.0, 100.0)
+    alert_webhook_url: Secret | None = None  # may carry a token (Slack, Discord): never shown
+    alert_webhook_timeout: float = 5.0
     repair_tool_calls: bool = True
     key_cache_refresh: float = 0.25
     usage_flush_interval: float = 2.0
@@ -144,9 +151,12 @@ class Settings:
         return list(seen)
 
     def secrets(self) -> list[str]:
-        """Every upstream secret (and proxy password), for the log redactor."""
-        proxy_passwords = [p.password.reveal() for p in (self.proxies.http, self.proxies.https) if p and p.password]
-        return [k.secret.reveal() for p in self.providers for k in p.keys if k.secret] + proxy_passwords
+        """Every upstream secret, proxy password and the alert webhook's URL, for the log redactor."""
+        found = [k.secret.reveal() for p in self.providers for k in p.keys if k.secret]
+        found += [p.password.reveal() for p in (self.proxies.http, self.proxies.https) if p and p.password]
+        if self.alert_webhook_url:
+            found.append(self.alert_webhook_url.reveal())
+        return found
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -193,6 +203,7 @@ class Settings:
             max_key_wait=r.number("MAX_KEY_WAIT", 30.0, minimum=0.0),
             fallback_on_cooldown=r.boolean("FALLBACK_ON_COOLDOWN", True),
             token_threshold=threshold,
+            **_budget_settings(r),
             repair_tool_calls=r.boolean("REPAIR_TOOL_CALLS", True),
             key_cache_refresh=r.number("KEY_CACHE_REFRESH", 0.25, minimum=0.01, maximum=1.0),
             usage_flush_interval=r.number("USAGE_FLUSH_INTERVAL", 2.0, minimum=0.05),
@@ -220,6 +231,39 @@ def _prices(r: _Reader) -> PriceTable:
         return load_prices(Path(prices_file), (CEREBRAS, SYNTHETIC, ZAI, LOCAL))
     except PriceFileError as e:
         raise ConfigError(f"PRICES_FILE: {e}") from None
+
+
+BUDGETED_PROVIDERS = (CEREBRAS, SYNTHETIC, ZAI)  # the paid ones: {NAME}_MONTHLY_BUDGET_USD
+
+
+def _budget_settings(r: _Reader) -> dict[str, Any]:
+    """Provider-wide monthly caps and budget alerts."""
+    caps = {}
+    for name in BUDGETED_PROVIDERS:
+        var = f"{name.upper()}_MONTHLY_BUDGET_USD"
+        if r.text(var, ""):
+            caps[name] = r.number(var, 0.0, minimum=0.0)
+    raw = r.text("ALERT_THRESHOLDS", "50,80,100")
+    try:
+        thresholds = tuple(sorted({float(t) for t in raw.split(",") if t.strip()}))
+    except ValueError:
+        raise ConfigError(f"ALERT_THRESHOLDS must be comma-separated percentages like 50,80,100, got {raw!r}") from None
+    if any(not 0 < t <= 1000 for t in thresholds):
+        raise ConfigError(f"ALERT_THRESHOLDS: each percentage must be above 0 and at most 1000, got {raw!r}")
+    url = r.text("ALERT_WEBHOOK_URL", "")
+    if url:
+        try:
+            parsed = URL(url)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigError("ALERT_WEBHOOK_URL must be an http:// or https:// URL with a host")
+    return {
+        "provider_budgets": caps,
+        "alert_thresholds": thresholds,
+        "alert_webhook_url": Secret(url) if url else None,
+        "alert_webhook_timeout": r.number("ALERT_WEBHOOK_TIMEOUT", 5.0, minimum=0.1, maximum=60.0),
+    }
 
 
 def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConfig | None:

@@ -12,7 +12,10 @@ set read as their defaults and stay out of the log line.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .clients.budgets import Limits
 
 Recorder = Callable[["RequestContext"], None]
 
@@ -91,6 +94,7 @@ class RequestContext:
     client_id: int | None = None
     client_name: str | None = None
     client_role: str | None = None  # "admin" or "client"; None when auth is off (all is open)
+    client_limits: Limits | None = None  # the key's budgets and rate limits, if it has any
     # the handler
     model_asked: str | None = None
     stream: bool | None = None

@@ -56,6 +56,12 @@ class Unauthorized(GatewayError):
     code = "invalid_api_key"
 
 
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_permissions"
+
+
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
@@ -108,6 +114,20 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class QuotaExhausted(GatewayError):
+    """A budget is spent (a client key's, or every provider's monthly cap): 429 like OpenAI's
+    ``insufficient_quota``, which its SDKs must not retry; Retry-After says when it resets."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        headers[NO_RETRY_HEADER] = "false"
+        return headers
 
 
 class BadGateway(GatewayError):

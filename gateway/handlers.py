@@ -18,7 +18,7 @@ from .repair import repair_messages
 from .routing import Served
 from .server import read_body
 from .sse import DONE, error_event
-from .state import LEDGER, REPAIRS, ROUTER, SETTINGS
+from .state import BUDGETS, LEDGER, REPAIRS, ROUTER, SETTINGS
 from .usage.answer import answer_usage
 from .usage.stream import StreamTap, wants_usage
 
@@ -43,6 +43,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx.stream = req.stream
     model = req.model
     ctx.model_asked = model if isinstance(model, str) else None
+    app[BUDGETS].admit(ctx, req)  # the key's budgets and rate limits, before anything is sent
     if settings.repair_tool_calls:
         repair_transcript(request, ctx, req)
     router = app[ROUTER]
@@ -165,5 +166,6 @@ async def status(request: web.Request) -> web.Response:
             "providers": providers,
             "repairs": dict(request.app[REPAIRS]),
             **request.app[LEDGER].status(),  # usage_rows_dropped, usage_queue_depth
+            "budgets": request.app[BUDGETS].status(),  # provider caps, spend per key, alert queue
         }
     )

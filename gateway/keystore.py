@@ -13,15 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import aiosqlite
 
+from .clients.budgets import Limits
 from .migrations import connect
 
+ADMIN = "admin"
+CLIENT = "client"
+ROLES = (ADMIN, CLIENT)
+BUDGET_FIELDS = ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens")
+RATE_FIELDS = ("rpm", "tpm")
 KEY_PREFIX = "sk-glm-"
 SHOWN_PREFIX_LEN = 12
 _CACHE_LIMIT = 10_000
@@ -29,6 +38,11 @@ _CACHE_LIMIT = 10_000
 
 class KeyStoreError(Exception):
     """A user error in key management (unknown key, duplicate name)."""
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise KeyStoreError(f"a role is {' or '.join(ROLES)}, not {role!r}")
 
 
 @dataclass(frozen=True)
@@ -40,10 +54,27 @@ class ClientKey:
     revoked_at: float | None
     request_count: int
     last_used_at: float | None
+    role: str = CLIENT  # "admin" sees everything (/_status, every client's stats)
+    daily_usd: float | None = None  # budgets and rate limits; None: no limit of that kind
+    monthly_usd: float | None = None
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
+
+    @cached_property
+    def limits(self) -> Limits | None:
+        """Its budgets and rate limits, or None when it has none (built once per cached key)."""
+        return Limits.of(daily_usd=self.daily_usd, monthly_usd=self.monthly_usd, daily_tokens=self.daily_tokens,
+                         monthly_tokens=self.monthly_tokens, rpm=self.rpm, tpm=self.tpm)
 
 
 def hash_key(plaintext: str) -> str:
@@ -56,7 +87,10 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-_COLUMNS = "id, name, key_prefix, created_at, revoked_at, request_count, last_used_at"
+_COLUMNS = (
+    "id, name, key_prefix, created_at, revoked_at, request_count, last_used_at, "
+    "role, daily_usd, monthly_usd, daily_tokens, monthly_tokens, rpm, tpm"
+)
 
 
 class KeyStore:
@@ -158,16 +192,17 @@ class KeyStore:
 
     # ---- administration -------------------------------------------------------------------------
 
-    async def add(self, name: str) -> tuple[ClientKey, str]:
+    async def add(self, name: str, role: str = CLIENT) -> tuple[ClientKey, str]:
         name = name.strip()
         if not name:
             raise KeyStoreError("a key needs a non-empty name")
+        _check_role(role)
         plaintext = new_key()
         try:
             async with self._write_lock:
                 cur = await self._db.execute(
-                    "INSERT INTO api_keys (name, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?)",
-                    (name, hash_key(plaintext), plaintext[:SHOWN_PREFIX_LEN], time.time()),
+                    "INSERT INTO api_keys (name, key_hash, key_prefix, created_at, role) VALUES (?, ?, ?, ?, ?)",
+                    (name, hash_key(plaintext), plaintext[:SHOWN_PREFIX_LEN], time.time(), role),
                 )
         except aiosqlite.IntegrityError:
             raise KeyStoreError(f"a key named {name!r} already exists") from None
@@ -194,11 +229,29 @@ class KeyStore:
         return key
 
     async def set_revoked(self, ref: str, revoked: bool) -> ClientKey:
+        return await self._update(ref, {"revoked_at": time.time() if revoked else None})
+
+    async def set_role(self, ref: str, role: str) -> ClientKey:
+        _check_role(role)
+        return await self._update(ref, {"role": role})
+
+    async def set_limits(self, ref: str, values: dict[str, float | int | None]) -> ClientKey:
+        """Set budgets (``BUDGET_FIELDS``) and rate limits (``RATE_FIELDS``); None clears one.
+        A running gateway applies them within ``KEY_CACHE_REFRESH``, as it does a revocation."""
+        for name, value in values.items():
+            if name not in BUDGET_FIELDS + RATE_FIELDS:
+                raise KeyStoreError(f"unknown limit {name!r}")
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise KeyStoreError(f"{name} must be a finite number at least 0, got {value}")
+        return await self._update(ref, values)
+
+    async def _update(self, ref: str, values: Mapping[str, object]) -> ClientKey:
+        """Set columns of one key (names from the callers above, never from users)."""
         key = await self.find(ref)
-        async with self._write_lock:
-            await self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time() if revoked else None, key.id)
-            )
+        if values:
+            assignments = ", ".join(f"{column} = ?" for column in values)
+            async with self._write_lock:
+                await self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*values.values(), key.id))
         self._cache.clear()
         updated = await self._fetch_one("id = ?", key.id)
         assert updated is not None

@@ -15,6 +15,7 @@ from . import cors
 from .context import RequestContext
 from .errors import (
     NO_RETRY_HEADER,
+    Forbidden,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -34,6 +35,7 @@ OPEN_PATHS = frozenset({"/health"})
 METRICS_PATH = "/metrics"  # open too when METRICS_PUBLIC=true
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"
+ADMIN_PATHS = frozenset({"/_status"})  # an admin key only (when auth is on)
 
 
 CONTEXT = "gateway_context"  # request key: the request's RequestContext
@@ -198,3 +200,8 @@ async def authenticate(request: web.Request, ctx: RequestContext) -> None:
     store.record_use(key.id)
     ctx.client_id = key.id
     ctx.client_name = key.name
+    ctx.client_role = key.role
+    ctx.client_limits = key.limits
+    if request.path in ADMIN_PATHS and not key.is_admin:
+        raise Forbidden(f"{request.path} needs an admin key; this key's role is {key.role!r} "
+                        "(make one with `manage_keys.py add NAME --admin` or `manage_keys.py role NAME admin`)")

@@ -64,6 +64,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX usage_client_ts ON usage (client_key_id, ts);
         """,
     ),
+    (
+        # roles (an existing key becomes a plain client) and per-key budgets and rate limits,
+        # NULL: no limit of that kind (gateway/clients/budgets.py)
+        "003_roles_budgets",
+        """
+        ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'client' CHECK (role IN ('admin', 'client'));
+        ALTER TABLE api_keys ADD COLUMN daily_usd REAL;
+        ALTER TABLE api_keys ADD COLUMN monthly_usd REAL;
+        ALTER TABLE api_keys ADD COLUMN daily_tokens INTEGER;
+        ALTER TABLE api_keys ADD COLUMN monthly_tokens INTEGER;
+        ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
+        ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
+        """,
+    ),
 ]
 
 

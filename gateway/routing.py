@@ -38,17 +38,19 @@ import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence, TypeVar
+from typing import Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import structlog
 
 from .chat import ChatRequest
+from .clients.budgets import MONTH, window_end
 from .context import AttemptRecord, RequestContext
 from .errors import (
     BadGateway,
     GatewayError,
     GatewayTimeout,
     InvalidRequest,
+    QuotaExhausted,
     RateLimited,
     ServiceUnavailable,
     UpstreamPassthrough,
@@ -97,21 +99,31 @@ class Served:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-def plan(upstreams: Sequence[Upstream], prompt_tokens: int | None) -> tuple[list[Upstream], list[str]]:
+NOTHING_CAPPED: Mapping[str, str] = {}
+
+
+def plan(
+    upstreams: Sequence[Upstream], prompt_tokens: int | None, capped: Mapping[str, str] = NOTHING_CAPPED
+) -> tuple[list[Upstream], list[str]]:
     """The upstreams to try in order, and a note for each one skipped.
 
+    A provider whose monthly budget is reached (``capped``: name -> note) is skipped, always.
     A provider is skipped when the prompt is over its ``max_prompt_tokens``, unless that would
-    leave nothing: then all are tried, and the upstream itself decides.
+    leave nothing: then all the others are tried, and the upstream itself decides.
     """
+    notes: list[str] = []
+    if capped:
+        notes = [capped[up.name] for up in upstreams if up.name in capped]
+        upstreams = [up for up in upstreams if up.name not in capped]
     if prompt_tokens is None:
-        return list(upstreams), []
-    kept, notes = [], []
+        return list(upstreams), notes
+    kept, skipped = [], []
     for up in upstreams:
         if up.max_prompt_tokens is not None and prompt_tokens > up.max_prompt_tokens:
-            notes.append(f"{up.name}: skipped, prompt ~{prompt_tokens} tokens > {up.max_prompt_tokens}")
+            skipped.append(f"{up.name}: skipped, prompt ~{prompt_tokens} tokens > {up.max_prompt_tokens}")
         else:
             kept.append(up)
-    return (kept, notes) if kept else (list(upstreams), [])
+    return (kept, notes + skipped) if kept else (list(upstreams), notes)
 
 
 def request_cost(req: ChatRequest) -> int:
@@ -129,8 +141,10 @@ class Router:
         fallback_on_cooldown: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        capped: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.upstreams = list(upstreams)
+        self.capped = capped  # providers over their monthly budget, each with a note
         self.max_key_wait = max_key_wait
         self.fallback_on_cooldown = fallback_on_cooldown
         self.clock = clock
@@ -189,9 +203,14 @@ class Router:
         call: Callable[[Upstream, str], Awaitable[tuple[R, object]]],
         ctx: RequestContext,
     ) -> Served:
-        targets, notes = plan(self.upstreams, await self.prompt_tokens(req))
+        capped = self.capped() if self.capped is not None else NOTHING_CAPPED
+        targets, notes = plan(self.upstreams, await self.prompt_tokens(req), capped)
         if notes:
             ctx.skipped = notes
+        if not targets:
+            now = time.time()
+            raise QuotaExhausted(f"every provider's monthly budget is reached: {'; '.join(notes)}",
+                                 code="provider_budget_exceeded", retry_after=window_end(MONTH, now) - now)
         cost = request_cost(req)
         attempts: list[Attempt] = []
         given_up: dict[str, set[str]] = {up.name: set() for up in targets}  # keys failing for this request

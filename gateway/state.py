@@ -6,6 +6,7 @@ from collections import Counter
 import aiohttp
 from aiohttp import web
 
+from .clients.tracker import SpendTracker
 from .config import Settings
 from .context import Recorder, RequestContext
 from .cors import CorsPolicy
@@ -18,6 +19,7 @@ SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)  # the one session for upstream calls
 KEYSTORE = web.AppKey("keystore", KeyStore)
 ROUTER = web.AppKey("router", Router)
+BUDGETS = web.AppKey("budgets", SpendTracker)  # spend per client key and provider; admission
 REPAIRS = web.AppKey("repairs", Counter)  # transcript repairs by kind, since start
 # each finished request's context is handed to these (the usage ledger, metrics), in order
 RECORDERS: web.AppKey[list[Recorder]] = web.AppKey("recorders")

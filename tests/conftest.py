@@ -62,6 +62,16 @@ async def client_key(key_db) -> str:
     return plaintext
 
 
+@pytest.fixture
+async def admin_key(key_db) -> str:
+    store = await KeyStore.open(key_db)
+    try:
+        _, plaintext = await store.add("admin", role="admin")
+    finally:
+        await store.close()
+    return plaintext
+
+
 GatewayFactory = Callable[..., Awaitable[object]]
 
 

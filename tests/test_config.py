@@ -157,3 +157,33 @@ def test_proxy_credentials_are_kept_apart_and_hidden():
     p = s.proxies.https
     assert (p.url, p.login, p.password.reveal()) == ("http://proxy.corp:3128", "me", "s3cret-proxy")
     assert "s3cret-proxy" not in repr(s) and "s3cret-proxy" in s.secrets()  # redacted from logs
+def test_budget_and_alert_settings():
+    s = Settings.from_env(BASE)
+    assert (s.provider_budgets, s.alert_thresholds, s.alert_webhook_url) == ({}, (50, 80, 100), None)
+    url = "https://hooks.example.com/services/T0/B0/tok3n"
+    s = Settings.from_env({**BASE, "CEREBRAS_MONTHLY_BUDGET_USD": "100", "ZAI_MONTHLY_BUDGET_USD": "0",
+                           "ALERT_THRESHOLDS": "90, 25,90", "ALERT_WEBHOOK_URL": url})
+    assert s.provider_budgets == {"cerebras": 100.0, "zai": 0.0}
+    assert s.alert_thresholds == (25.0, 90.0)
+    assert s.alert_webhook_url.reveal() == url and url not in repr(s)
+    assert url in s.secrets()  # the log redactor hides it
+    assert Settings.from_env({**BASE, "ALERT_THRESHOLDS": ""}).alert_thresholds == ()  # no alerts
+
+
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        ({"CEREBRAS_MONTHLY_BUDGET_USD": "-5"}, "CEREBRAS_MONTHLY_BUDGET_USD must be at least 0"),
+        ({"SYNTHETIC_MONTHLY_BUDGET_USD": "lots"}, "SYNTHETIC_MONTHLY_BUDGET_USD must be a number"),
+        ({"ALERT_THRESHOLDS": "50,eighty"}, "ALERT_THRESHOLDS must be comma-separated percentages"),
+        ({"ALERT_THRESHOLDS": "0,50"}, "ALERT_THRESHOLDS: each percentage must be above 0"),
+        ({"ALERT_WEBHOOK_URL": "ftp://x.example/tok3n"}, "ALERT_WEBHOOK_URL must be an http:// or https:// URL"),
+        ({"ALERT_WEBHOOK_URL": "https:///tok3n"}, "ALERT_WEBHOOK_URL must be an http:// or https:// URL"),
+        ({"ALERT_WEBHOOK_TIMEOUT": "0"}, "ALERT_WEBHOOK_TIMEOUT must be at least 0.1"),
+    ],
+)
+def test_bad_budget_and_alert_settings_name_the_variable(env, says):
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({**BASE, **env})
+    assert says in str(e.value)
+    assert "tok3n" not in str(e.value)  # a webhook URL's token is never echoed

@@ -132,3 +132,43 @@ async def test_duplicate_name_and_unknown_ref(tmp_path):
         assert "x" * 20 not in str(e.value)  # a typed key is never echoed whole
     finally:
         await store.close()
+
+
+async def test_budgets_and_roles_set_by_another_connection_reach_the_cache(tmp_path):
+    from gateway.clients.budgets import Limits
+
+    db = tmp_path / "k.db"
+    server = await KeyStore.open(db)
+    admin = await KeyStore.open(db)
+    try:
+        _, plaintext = await admin.add("frank")
+        first = await server.authenticate(plaintext)
+        assert (first.role, first.limits) == ("client", None)
+        await admin.set_limits("frank", {"daily_usd": 5.0, "rpm": 60})
+        await admin.set_role("frank", "admin")
+        assert await server.refresh() is True
+        key = await server.authenticate(plaintext)
+        assert key.limits == Limits(daily_usd=5.0, rpm=60) and key.is_admin
+        await admin.set_limits("frank", {"daily_usd": None, "rpm": None})
+        await server.refresh()
+        assert (await server.authenticate(plaintext)).limits is None
+    finally:
+        await server.close()
+        await admin.close()
+
+
+async def test_bad_roles_and_limits_are_refused(tmp_path):
+    store = await KeyStore.open(tmp_path / "k.db")
+    try:
+        with pytest.raises(KeyStoreError, match="a role is admin or client"):
+            await store.add("x", role="root")
+        await store.add("y")
+        for values in ({"daily_usd": -1}, {"rpm": float("inf")}, {"name": "z"}):
+            with pytest.raises(KeyStoreError):
+                await store.set_limits("y", values)
+        with pytest.raises(sqlite3.IntegrityError):  # the column's CHECK, for writers other than us
+            con = sqlite3.connect(tmp_path / "k.db")
+            con.execute("UPDATE api_keys SET role = 'root'")
+        con.close()
+    finally:
+        await store.close()

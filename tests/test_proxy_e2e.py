@@ -266,10 +266,10 @@ async def test_model_is_rewritten_unless_served_by_the_provider(gateway, fake):
     assert [r.body["model"] for r in fake.received] == ["zai-glm-4.7", "gpt-oss-120b"]
 
 
-async def test_status_shows_keys_and_no_secret(gateway, fake, client_key):
+async def test_status_shows_keys_and_no_secret(gateway, fake, client_key, admin_key):
     client = await gateway({"ENABLE_INCOMING_AUTH": "true"})
     await client.post("/v1/chat/completions", json=CHAT, headers=auth_header(client_key))
-    resp = await client.get("/_status", headers=auth_header(client_key))
+    resp = await client.get("/_status", headers=auth_header(admin_key))  # /_status: admin keys only
     assert resp.status == 200
     text = await resp.text()
     body = json.loads(text)
@@ -278,7 +278,7 @@ async def test_status_shows_keys_and_no_secret(gateway, fake, client_key):
         assert {"name", "available", "rate_limited_for", "error_count"} <= set(k)
         assert k["available"] is True
     assert body["current_key"] in UPSTREAM_KEYS
-    for secret in [*UPSTREAM_KEYS.values(), client_key]:
+    for secret in [*UPSTREAM_KEYS.values(), client_key, admin_key]:
         assert secret not in text
 
 

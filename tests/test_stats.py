@@ -6,11 +6,9 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.middleware import context_of
 from gateway.usage.stats import (
     StatsQueryError,
     budget_use,
@@ -228,24 +226,13 @@ async def test_rows_still_queued_are_included(gateway, key_db, fake):
     assert body["totals"]["prompt_tokens"] == 15
 
 
-@web.middleware
-async def as_plain_client(request, handler):
-    """Stands in for the budgets work's roles: every authenticated caller is a plain client."""
-    ctx = context_of(request)
-    if ctx.client_id is not None:
-        ctx.client_role = "client"
-    return await handler(request)
-
-
 async def test_a_plain_client_sees_only_its_own_usage(aiohttp_client, fake, key_db, log_dir, client_key):
     from gateway.app import create_app
     from gateway.config import Settings
 
     settings = Settings.from_env({"CEREBRAS_API_KEYS": "csk-one-1111111111", "CEREBRAS_BASE_URL": fake.url,
                                   "INCOMING_KEY_DB": str(key_db), "LOG_DIR": str(log_dir)})
-    app = create_app(settings)
-    app.middlewares.append(as_plain_client)  # inside the gateway's middleware: after auth
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(create_app(settings))
     seed(key_db)
     mine = auth_header(client_key)  # the "tester" key: id 1, whose rows are alice's
     body = await get_stats(client, "?group_by=client", headers=mine)
@@ -255,8 +242,10 @@ async def test_a_plain_client_sees_only_its_own_usage(aiohttp_client, fake, key_
     assert (await client.get("/stats")).status == 401
 
 
-async def test_without_roles_an_authenticated_caller_sees_all(gateway, key_db, client_key):
+async def test_an_admin_key_sees_everyones_usage(gateway, key_db, client_key, admin_key):
     client = await gateway({"ENABLE_INCOMING_AUTH": "true"})
     seed(key_db)
-    body = await get_stats(client, headers=auth_header(client_key))
+    body = await get_stats(client, headers=auth_header(admin_key))
     assert body["scope"] == "all" and body["totals"]["requests"] == 4
+    body = await get_stats(client, headers=auth_header(client_key))  # a plain client: its own only
+    assert body["scope"] == "own" and body["totals"]["requests"] == 2
