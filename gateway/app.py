@@ -26,8 +26,9 @@ from .observability import Metrics
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS
 from .usage.ledger import Ledger
+from .usage.reqlog import RequestLog
 
 log = structlog.get_logger("gateway.app")
 
@@ -69,6 +70,10 @@ def create_app(
     app[RECORDERS].insert(0, ledger.record)  # first: it prices the request for the recorders after it
     metrics.ledger = ledger  # rows dropped and queue depth, read at scrape time
     app.cleanup_ctx.append(_ledger)
+    if settings.request_log.enabled:  # LOG_REQUESTS: after the ledger's recorder, which prices the request
+        request_log = app[REQUEST_LOG] = RequestLog(settings.request_log, settings.providers, settings.secrets())
+        app[RECORDERS].append(request_log.record)
+        app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
@@ -134,6 +139,19 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
         ledger.stop()
         await task
         await ledger.close()
+
+
+async def _request_log(app: web.Application) -> AsyncIterator[None]:
+    """The request log's file and writer thread; at shutdown it writes what is queued."""
+    request_log = app[REQUEST_LOG]
+    try:
+        await asyncio.to_thread(request_log.open)
+    except OSError as e:
+        raise ConfigError(f"REQUEST_LOG_DIR: cannot write request logs to {request_log.directory}: {e}") from None
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(request_log.close)
 
 
 def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], float] = time.monotonic) -> Router:

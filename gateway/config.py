@@ -68,6 +68,18 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class RequestLogSettings:
+    """``LOG_REQUESTS`` and ``REQUEST_LOG_*``: one JSON record per chat request, with its bodies."""
+
+    enabled: bool = False
+    directory: Path | None = Path("./logs/requests")  # None: LOG_DIR and REQUEST_LOG_DIR both empty
+    max_bytes: int = 50 * 1024 * 1024  # the file is rotated at this size
+    backups: int = 10  # rotated files kept
+    retention_days: float = 7.0  # rotated files older than this are deleted
+    max_body_bytes: int = 1024 * 1024  # each body (request, answer) kept up to this; longer: cut, marked
+
+
+@dataclass(frozen=True)
 class Settings:
     providers: tuple[ProviderConfig, ...]
     host: str = "127.0.0.1"
@@ -92,6 +104,7 @@ class Settings:
     prices: PriceTable = field(default_factory=default_prices)  # defaults + PRICES_FILE
     usage_queue_max: int = 100_000
     usage_retention_days: float = 90.0
+    request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
 
     @property
     def public_models(self) -> list[str]:
@@ -156,8 +169,26 @@ class Settings:
             prices=_prices(r),
             usage_queue_max=r.integer("USAGE_QUEUE_MAX", 100_000, minimum=1),
             usage_retention_days=r.number("USAGE_RETENTION_DAYS", 90.0, minimum=0.01),
+            request_log=_request_log(r, log_dir),
         )
         return settings
+
+
+def _request_log(r: _Reader, log_dir: str) -> RequestLogSettings:
+    """LOG_REQUESTS and its REQUEST_LOG_* settings (each read and checked even when it is off)."""
+    enabled = r.boolean("LOG_REQUESTS", False)
+    given = r.text("REQUEST_LOG_DIR", "")
+    where = Path(given) if given else Path(log_dir) / "requests" if log_dir else None
+    if enabled and where is None:
+        raise ConfigError("LOG_REQUESTS=true needs a directory: set REQUEST_LOG_DIR (LOG_DIR is empty)")
+    return RequestLogSettings(
+        enabled=enabled,
+        directory=where,
+        max_bytes=r.integer("REQUEST_LOG_MAX_BYTES", 50 * 1024 * 1024, minimum=1024),
+        backups=r.integer("REQUEST_LOG_BACKUPS", 10, minimum=0),
+        retention_days=r.number("REQUEST_LOG_RETENTION_DAYS", 7.0, minimum=0.001),
+        max_body_bytes=r.integer("REQUEST_LOG_MAX_BODY_BYTES", 1024 * 1024, minimum=256),
+    )
 
 
 def _prices(r: _Reader) -> PriceTable:
