@@ -282,7 +282,10 @@ class LineWriter:
         self._queue.put(self._STOP)
         self._thread.join(timeout=5)
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception as e:  # what a full disk left buffered cannot be written now either
+                sys.stderr.write(f"log close failed: {e!r}\n")
 
 
 class WriterLogger:

@@ -283,7 +283,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 PIECES = st.sampled_from(["sk-glm-", "SK-GLM-", "csk-", "CSK-", "Bearer", "bearer ", "BEARER\t", "task-", "sk-",
-                          "abcdef", "AbC_12-", "x", " ", '"', ",", "'", "\n", "é", "İ", "ı", "\u212a", "ſk-glm-abcdefg", "cſk-"])
+                          "abcdef", "AbC_12-", "x", " ", '"', ",", "'", "\n", "é", "İ", "ı", "\u212a",
+                          "ſk-glm-abcdefg", "cſk-"])
 
 
 @settings(max_examples=400, deadline=None)

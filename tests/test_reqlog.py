@@ -127,7 +127,8 @@ def test_reassemble_content_reasoning_and_usage():
     assert out["object"] == "chat.completion"
     assert out["choices"] == [{"index": 0, "finish_reason": "stop", "message": {
         "role": "assistant", "reasoning_content": "think more", "content": "Hello"}}]
-    assert out["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "completion_tokens_details": {"reasoning_tokens": 2}}
+    assert out["usage"] == {"prompt_tokens": 5, "completion_tokens": 3,
+                            "completion_tokens_details": {"reasoning_tokens": 2}}
     assert out["events"] == 5  # data events; [DONE] is not one
 
 
@@ -147,7 +148,8 @@ def test_reassemble_tool_calls_by_index():
     assert choice["finish_reason"] == "tool_calls"
     assert "content" not in choice["message"]
     assert choice["message"]["tool_calls"] == [
-        {"index": 0, "id": "call_a", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}},
+        {"index": 0, "id": "call_a", "type": "function",
+         "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}},
         {"index": 1, "id": "call_b", "type": "function", "function": {"name": "grep", "arguments": '{"q": "x"}'}},
     ]
     assert orjson.loads(choice["message"]["tool_calls"][0]["function"]["arguments"]) == {"path": "a.py"}
@@ -156,7 +158,8 @@ def test_reassemble_tool_calls_by_index():
 @pytest.mark.parametrize(("chunks", "check"), [
     ([], lambda o: o["choices"] == [] and o["usage"] is None and o["events"] == 0),
     ([b"data: not json\n\n", b": keep-alive\n\n"], lambda o: o["unparsed_events"] == 1 and o["events"] == 1),
-    ([sse({"error": {"message": "overloaded", "code": 503}})], lambda o: o["errors"] == [{"message": "overloaded", "code": 503}]),
+    ([sse({"error": {"message": "overloaded", "code": 503}})],
+     lambda o: o["errors"] == [{"message": "overloaded", "code": 503}]),
     ([sse(delta({"content": "a"}, index=1), delta({"content": "b"}, index=0))],
      lambda o: [c["message"]["content"] for c in o["choices"]] == ["b", "a"]),
     ([sse(delta({"tool_calls": [{"index": 0, "function": {"name": "f"}}]}),
