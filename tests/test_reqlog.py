@@ -312,3 +312,12 @@ def test_not_logged_requests_are_not_queued(tmp_path):
         assert log.records_queued == 0
     finally:
         log.close()
+
+
+def test_close_writes_what_is_queued(tmp_path):
+    log = make_log(tmp_path)
+    for i in range(50):
+        log.record(finished(f"r{i}"))
+    log.close()  # at shutdown (SIGTERM): nothing queued is lost
+    ids = [orjson.loads(line)["request_id"] for line in (tmp_path / FILE_NAME).read_text().splitlines()]
+    assert ids == [f"r{i}" for i in range(50)]

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from ..context import RequestContext
+from ..context import RequestContext, Usage
 from ..logs import LineWriter, Redactor, RotatingFile, json_redactor
 from ..providers.openai import build_request
 from ..secrets import REDACTED
@@ -107,7 +107,7 @@ class LoggedTap(StreamTap):
             self.events_kept += size
         return super().feed(chunk)
 
-    def finish(self) -> Any:
+    def finish(self) -> Usage:
         ctx = self.ctx
         ctx.response_events = self.events
         ctx.events_kept_bytes, ctx.events_seen_bytes = self.events_kept, self.events_seen
