@@ -29,9 +29,23 @@ from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
 from .server import defer_continue
-from .state import BUDGETS, CORS, HTTP, KEYSTORE, LEDGER, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import (
+    BUDGETS,
+    CORS,
+    HTTP,
+    KEYSTORE,
+    LEDGER,
+    LIVE,
+    METRICS,
+    RECORDERS,
+    REPAIRS,
+    REQUEST_LOG,
+    ROUTER,
+    SETTINGS,
+)
 from .transport import new_session
 from .usage.ledger import Ledger
+from .usage.reqlog import RequestLog
 
 log = structlog.get_logger("gateway.app")
 
@@ -73,6 +87,10 @@ def create_app(
     app[RECORDERS].insert(0, ledger.record)  # first: it prices the request for the recorders after it
     metrics.ledger = ledger  # rows dropped and queue depth, read at scrape time
     app.cleanup_ctx.append(_ledger)
+    if settings.request_log.enabled:  # LOG_REQUESTS: after the ledger's recorder, which prices the request
+        request_log = app[REQUEST_LOG] = RequestLog(settings.request_log, settings.providers, settings.secrets())
+        app[RECORDERS].append(request_log.record)
+        app.cleanup_ctx.append(_request_log)
     app.cleanup_ctx.append(_router(clock))
     app[BUDGETS] = budgets = _budgets(settings)
     app[RECORDERS].append(budgets.record)  # after the ledger's, which prices the request first
@@ -139,6 +157,21 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
         ledger.stop()
         await task
         await ledger.close()
+
+
+async def _request_log(app: web.Application) -> AsyncIterator[None]:
+    """The request log's file and writer thread; at shutdown it writes what is queued."""
+    request_log = app[REQUEST_LOG]
+    try:
+        await asyncio.to_thread(request_log.open)
+    except OSError as e:
+        raise ConfigError(f"REQUEST_LOG_DIR: cannot write request logs to {request_log.directory}: {e}") from None
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(request_log.close)
+
+
 
 
 def _budgets(settings: Settings) -> SpendTracker:

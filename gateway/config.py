@@ -105,6 +105,18 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class RequestLogSettings:
+    """``LOG_REQUESTS`` and ``REQUEST_LOG_*``: one JSON record per chat request, with its bodies."""
+
+    enabled: bool = False
+    directory: Path | None = Path("./logs/requests")  # None: LOG_DIR and REQUEST_LOG_DIR both empty
+    max_bytes: int = 50 * 1024 * 1024  # the file is rotated at this size
+    backups: int = 10  # rotated files kept
+    retention_days: float = 7.0  # rotated files older than this are deleted
+    max_body_bytes: int = 1024 * 1024  # each body (request, answer) kept up to this; longer: cut, marked
+
+
+@dataclass(frozen=True)
 class Settings:
     providers: tuple[ProviderConfig, ...]
     host: str = "127.0.0.1"
@@ -140,6 +152,7 @@ class Settings:
     request_head_timeout: float = 10.0  # a request's head, from its first byte (or the connection's opening)
     request_body_timeout: float = 60.0  # the whole body, from the end of its head
     max_client_connections: int = 4096  # lowered at start to what the open-files limit can hold
+    request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
 
     @property
     def public_models(self) -> list[str]:
@@ -218,8 +231,26 @@ class Settings:
             request_head_timeout=r.number("REQUEST_HEAD_TIMEOUT", 10.0, minimum=0.05, maximum=3600.0),
             request_body_timeout=r.number("REQUEST_BODY_TIMEOUT", 60.0, minimum=0.05, maximum=3600.0),
             max_client_connections=r.integer("MAX_CLIENT_CONNECTIONS", 4096, minimum=1, maximum=1_000_000),
+            request_log=_request_log(r, log_dir),
         )
         return settings
+
+
+def _request_log(r: _Reader, log_dir: str) -> RequestLogSettings:
+    """LOG_REQUESTS and its REQUEST_LOG_* settings (each read and checked even when it is off)."""
+    enabled = r.boolean("LOG_REQUESTS", False)
+    given = r.text("REQUEST_LOG_DIR", "")
+    where = Path(given) if given else Path(log_dir) / "requests" if log_dir else None
+    if enabled and where is None:
+        raise ConfigError("LOG_REQUESTS=true needs a directory: set REQUEST_LOG_DIR (LOG_DIR is empty)")
+    return RequestLogSettings(
+        enabled=enabled,
+        directory=where,
+        max_bytes=r.integer("REQUEST_LOG_MAX_BYTES", 50 * 1024 * 1024, minimum=1024),
+        backups=r.integer("REQUEST_LOG_BACKUPS", 10, minimum=0),
+        retention_days=r.number("REQUEST_LOG_RETENTION_DAYS", 7.0, minimum=0.001),
+        max_body_bytes=r.integer("REQUEST_LOG_MAX_BODY_BYTES", 1024 * 1024, minimum=256),
+    )
 
 
 def _prices(r: _Reader) -> PriceTable:

@@ -12,9 +12,11 @@ set read as their defaults and stay out of the log line.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .chat import ChatRequest
     from .clients.budgets import Limits
 
 Recorder = Callable[["RequestContext"], None]
@@ -121,6 +123,16 @@ class RequestContext:
     # the error the client got, if any
     error_type: str | None = None
     error_code: str | None = None
+    # the request log (LOG_REQUESTS, gateway/usage/reqlog.py): references, read in its writer thread
+    log_body: bool = False  # this request goes to the request log (on, a chat request, not opted out)
+    request_headers: Mapping[str, str] | None = None  # the client's, as received (the log keeps a few)
+    request_body: bytes | None = None  # the client's bytes, as read
+    chat: ChatRequest | None = None  # as parsed and repaired: what each provider's body is built from
+    response_body: bytes | None = None  # a whole answer, as relayed
+    response_events: list[bytes] | None = None  # a stream's events as the upstream sent them (log_body only)
+    events_kept_bytes: int = 0  # their size ...
+    events_seen_bytes: int = 0  # ... and the whole stream's (more: only its first part was kept)
+    error_body: bytes | None = None  # the error answer the client got (log_body only)
 
     def __init__(self, request_id: str, method: str, path: str) -> None:
         self.request_id = request_id

@@ -18,7 +18,8 @@ from .repair import repair_messages
 from .routing import Served
 from .server import read_body
 from .sse import DONE, error_event
-from .state import BUDGETS, LEDGER, REPAIRS, ROUTER, SETTINGS
+from .state import BUDGETS, LEDGER, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS
+from .usage import reqlog
 from .usage.answer import answer_usage
 from .usage.stream import StreamTap, wants_usage
 
@@ -34,12 +35,15 @@ def _json(data: object, status: int = 200) -> web.Response:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
+    ctx = context_of(request)
+    if settings.request_log.enabled:
+        reqlog.start(ctx, request.headers)
     limit = settings.max_request_bytes
     declared = request.content_length
     if declared is not None and declared > limit:  # refused before reading it
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    req = parse_chat_request(await read_body(request))
-    ctx = context_of(request)
+    ctx.request_body = raw = await read_body(request)  # sends 100 Continue if asked
+    ctx.chat = req = parse_chat_request(raw)
     ctx.stream = req.stream
     model = req.model
     ctx.model_asked = model if isinstance(model, str) else None
@@ -51,6 +55,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         served = await router.complete(req, ctx)
         done: Completion = served.result  # type: ignore[assignment]
         ctx.usage = answer_usage(done.body, req.payload, prompt_tokens=req.prompt_tokens, prompt_bytes=len(req.raw))
+        ctx.response_body = done.body
         return web.Response(
             status=done.status,
             body=done.body,
@@ -58,8 +63,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
     served = await router.open_stream(req, ctx)
     stream, first = served.result  # type: ignore[misc]
-    tap = StreamTap(req.payload, strip=not wants_usage(req.payload), prompt_tokens=req.prompt_tokens,
-                    prompt_bytes=len(req.raw))
+    tap = reqlog.tap_type(ctx, settings.request_log)(req.payload, strip=not wants_usage(req.payload),
+                                                     prompt_tokens=req.prompt_tokens, prompt_bytes=len(req.raw))
     return await relay_stream(request, ctx, served, stream, first, tap)
 
 
@@ -167,5 +172,6 @@ async def status(request: web.Request) -> web.Response:
             "repairs": dict(request.app[REPAIRS]),
             **request.app[LEDGER].status(),  # usage_rows_dropped, usage_queue_depth
             "budgets": request.app[BUDGETS].status(),  # provider caps, spend per key, alert queue
+            **(request.app[REQUEST_LOG].status() if REQUEST_LOG in request.app else {}),
         }
     )

@@ -15,8 +15,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import structlog
@@ -26,10 +27,52 @@ from .secrets import REDACTED
 _PATTERNS = re.compile(r"(sk-glm-[A-Za-z0-9_\-]{6,}|Bearer\s+[^\s\"',]+|csk-[A-Za-z0-9]{6,})", re.IGNORECASE)
 
 
+_NEEDLES = ("sk-glm-", "csk-", "bearer")  # how every match of ``_PATTERNS`` begins (lowercased)
+_LONG = 4096  # characters; longer text is matched only where a needle is (``_scrub_patterns``)
+
+
 def _key_shaped(value: str) -> bool:
     """Whether ``_PATTERNS`` (which ignore case) could match: the cheap test before the regex."""
     low = value.lower()
     return "sk-" in low or "bearer" in low
+
+
+def _scrub_patterns(value: str) -> str:
+    """``_PATTERNS.sub(REDACTED, value)``. For long text (a request log's bodies) the regex is
+    tried only where one of ``_NEEDLES`` begins: every match starts at one, and scanning a
+    megabyte with the regex takes ~20 ms holding the GIL (the event loop's too), finding the
+    needles ~1 ms. Text whose lowercasing changes its length falls back to the plain regex.
+    Matches exactly what the regex matches (a property test checks it)."""
+    if len(value) < _LONG:
+        return _PATTERNS.sub(REDACTED, value)
+    low = value.lower()
+    if len(low) != len(value):
+        return _PATTERNS.sub(REDACTED, value)
+    if "\u017f" in low:  # the long s, which the regex ignoring case takes for an s (lower() does not)
+        low = low.replace("\u017f", "s")
+    starts: list[int] = []
+    for needle in _NEEDLES:
+        at = low.find(needle)
+        while at >= 0:
+            starts.append(at)
+            at = low.find(needle, at + 1)
+    if not starts:
+        return value
+    starts.sort()
+    out: list[str] = []
+    pos = 0
+    for at in starts:
+        if at < pos:  # inside the previous match
+            continue
+        m = _PATTERNS.match(value, at)
+        if m is not None:
+            out.append(value[pos:at])
+            out.append(REDACTED)
+            pos = m.end()
+    if not out:
+        return value
+    out.append(value[pos:])
+    return "".join(out)
 
 
 _SCALARS = frozenset({int, float, bool, type(None)})
@@ -57,7 +100,7 @@ class Redactor:
             if s in value:
                 value = value.replace(s, REDACTED)
         if _key_shaped(value):
-            value = _PATTERNS.sub(REDACTED, value)
+            value = _scrub_patterns(value)
         return value
 
     def scrub_value(self, value: Any, depth: int = 0) -> Any:
@@ -95,7 +138,8 @@ def _dumps(obj: Any, default: Any = None) -> str:
 
 class RotatingFile:
     """Appends to ``path``; at ``max_bytes`` renames it to ``.1`` (``.1`` to ``.2``, ...). Size is
-    counted as it writes, with no seek or stat per line."""
+    counted as it writes, with no seek or stat per line. A failed rotation (the directory gone,
+    say) leaves the file to be opened again at the next write, not closed for good."""
 
     def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
         self.path, self.max_bytes, self.backups = path, max_bytes, backups
@@ -103,14 +147,30 @@ class RotatingFile:
         self._size = self._file.tell()
 
     def write(self, data: str) -> None:
+        if self._file.closed:
+            self._open()
         size = len(data.encode()) if not data.isascii() else len(data)
-        if self._size and self._size + size > self.max_bytes:
-            self._rotate()
+        if self._size + size > self.max_bytes:
+            lines = data.split("\n")
+            if len(lines) > 2 or (len(lines) == 2 and lines[1]):  # a batch: rotate between its lines
+                last = lines.pop()
+                for line in lines:
+                    self.write(line + "\n")
+                if last:
+                    self.write(last)
+                return
+            if self._size:
+                self.rotate()
         self._file.write(data)
         self._file.flush()
         self._size += size
 
-    def _rotate(self) -> None:
+    def _open(self) -> None:
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._size = self._file.tell()
+
+    def rotate(self) -> None:
+        """The current file becomes ``.1`` now (the oldest backup beyond ``backups`` is gone)."""
         self._file.close()
         if self.backups > 0:
             for i in range(self.backups - 1, 0, -1):
@@ -120,8 +180,7 @@ class RotatingFile:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink(missing_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
-        self._size = 0
+        self._open()
 
     def close(self) -> None:
         self._file.close()
@@ -138,24 +197,60 @@ class Stdout:
 
 class LineWriter:
     """Rendered lines from the event loop go into a queue; one thread writes them out in
-    batches, so no handler blocks on I/O and a burst of lines costs one write per sink."""
+    batches, so no handler blocks on I/O and a burst of lines costs one write per sink.
+
+    ``render``, when given, turns each queued item into its line in the writer thread (None:
+    nothing to write), for items too big to render on the loop (the request log's records);
+    ``tick`` runs in the writer thread at start and every ``tick_every`` seconds (pruning)."""
 
     _STOP = object()
 
-    def __init__(self, sinks: list, gather: float = 0.05) -> None:
+    def __init__(self, sinks: list, gather: float = 0.05, *, render: Callable[[Any], str | None] | None = None,
+                 tick: Callable[[], None] | None = None, tick_every: float = 3600.0, name: str = "log-writer") -> None:
         self.sinks = sinks
         self.gather = gather
+        self.render = render
+        self.tick = tick
+        self.tick_every = tick_every
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def write(self, line: str) -> None:
+    def write(self, line: Any) -> None:
         self._queue.put(line)
+
+    def _next(self, due: float) -> tuple[Any, float]:
+        """The next queued item, running ``tick`` whenever it is due while waiting for one."""
+        if self.tick is None:
+            return self._queue.get(), due
+        while True:
+            wait = due - time.monotonic()
+            if wait <= 0:
+                try:
+                    self.tick()
+                except Exception as e:  # a failed prune must not stop the writer
+                    sys.stderr.write(f"log writer tick failed: {e!r}\n")
+                due = time.monotonic() + self.tick_every
+                continue
+            try:
+                return self._queue.get(timeout=wait), due
+            except queue.Empty:
+                pass
+
+    def _line(self, item: Any) -> str | None:
+        if self.render is None:
+            return item
+        try:
+            return self.render(item)
+        except Exception as e:  # a renderer's bug loses its item, never the writer
+            sys.stderr.write(f"log render failed: {e!r}\n")
+            return None
 
     def _run(self) -> None:
         q = self._queue
+        due = time.monotonic()
         while True:
-            item = q.get()
+            item, due = self._next(due)
             time.sleep(self.gather)  # let lines gather: few wakeups, few GIL handoffs, big writes
             batch = []
             stop = False
@@ -163,7 +258,9 @@ class LineWriter:
                 if item is self._STOP:
                     stop = True
                 else:
-                    batch.append(item)
+                    line = self._line(item)
+                    if line is not None:
+                        batch.append(line)
                 if len(batch) >= 10000:
                     break
                 try:
@@ -185,7 +282,10 @@ class LineWriter:
         self._queue.put(self._STOP)
         self._thread.join(timeout=5)
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception as e:  # what a full disk left buffered cannot be written now either
+                sys.stderr.write(f"log close failed: {e!r}\n")
 
 
 class WriterLogger:
@@ -223,6 +323,15 @@ def redact(text: str) -> str:
     """``text`` without the process's secrets (those ``configure()`` was given) or key-shaped
     strings: for text that leaves the gateway by another way than a log line (an error's message)."""
     return _Access.redactor.scrub(text)
+
+
+def json_redactor(secrets: Iterable[str] = ()) -> Redactor:
+    """A redactor of the process's secrets and ``secrets``, each also in the form a JSON string
+    holds it (a ``"`` or ``\\`` in a key is escaped there): for text scrubbed after it was
+    rendered as JSON, such as the request log's records."""
+    given = [*_Access.redactor.secrets, *secrets]
+    escaped = [orjson.dumps(s).decode()[1:-1] for s in given]
+    return Redactor([*given, *escaped])
 
 
 def shorten(text: str, limit: int) -> str:

@@ -87,6 +87,8 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
                 response = await handler(request)
         except Exception as e:
             response = error_for(request, e)
+            if ctx.log_body:  # the request log records the error the client got
+                ctx.error_body = response.body  # type: ignore[attr-defined]
         if not response.prepared:  # a stream stamped itself before its first byte
             stamp_response(ctx, response)
         ctx.status = response.status

@@ -14,6 +14,7 @@ from .keystore import KeyStore
 from .observability import Metrics
 from .routing import Router
 from .usage.ledger import Ledger
+from .usage.reqlog import RequestLog
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)  # the one session for upstream calls
@@ -27,3 +28,4 @@ METRICS = web.AppKey("metrics", Metrics)
 LIVE: web.AppKey[set[RequestContext]] = web.AppKey("live")  # requests in flight (the middleware's)
 CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")  # None: CORS_ORIGINS unset, no CORS headers
 LEDGER = web.AppKey("ledger", Ledger)  # the usage ledger: its recorder, queue and writer
+REQUEST_LOG = web.AppKey("request_log", RequestLog)  # LOG_REQUESTS=true only: the request log

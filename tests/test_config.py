@@ -187,3 +187,31 @@ def test_bad_budget_and_alert_settings_name_the_variable(env, says):
         Settings.from_env({**BASE, **env})
     assert says in str(e.value)
     assert "tok3n" not in str(e.value)  # a webhook URL's token is never echoed
+def test_request_log_defaults():
+    log = Settings.from_env(BASE).request_log
+    assert log.enabled is False
+    assert log.directory == Path("./logs/requests")
+    assert (log.max_bytes, log.backups, log.retention_days, log.max_body_bytes) == (50 * 2**20, 10, 7.0, 2**20)
+
+
+@pytest.mark.parametrize(("env", "directory"), [
+    ({"LOG_DIR": "/var/log/gw"}, Path("/var/log/gw/requests")),
+    ({"LOG_DIR": "/var/log/gw", "REQUEST_LOG_DIR": "/data/req"}, Path("/data/req")),
+    ({"LOG_DIR": "", "REQUEST_LOG_DIR": "/data/req", "LOG_REQUESTS": "true"}, Path("/data/req")),
+    ({"LOG_DIR": ""}, None),  # off: no directory needed
+])
+def test_request_log_directory(env, directory):
+    assert Settings.from_env({**BASE, **env}).request_log.directory == directory
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"LOG_REQUESTS": "true", "LOG_DIR": ""}, "LOG_REQUESTS=true needs a directory: set REQUEST_LOG_DIR"),
+    ({"LOG_REQUESTS": "maybe"}, "LOG_REQUESTS must be true or false"),
+    ({"REQUEST_LOG_MAX_BYTES": "100"}, "REQUEST_LOG_MAX_BYTES must be at least 1024"),
+    ({"REQUEST_LOG_BACKUPS": "-1"}, "REQUEST_LOG_BACKUPS must be at least 0"),
+    ({"REQUEST_LOG_RETENTION_DAYS": "0"}, "REQUEST_LOG_RETENTION_DAYS must be at least"),
+    ({"REQUEST_LOG_MAX_BODY_BYTES": "ten"}, "REQUEST_LOG_MAX_BODY_BYTES must be an integer"),
+])
+def test_request_log_settings_are_checked(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE, **env})

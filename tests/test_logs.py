@@ -275,3 +275,75 @@ async def test_an_echoed_upstream_key_reaches_no_log_no_error_and_no_status(gate
     for secret in UPSTREAM_KEYS.values():
         for text in (error, status, log_text):
             assert not any(secret[:n] in text for n in range(5, len(secret) + 1))
+
+
+# ---- long text, writer hooks, rotation within a batch ------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PIECES = st.sampled_from(["sk-glm-", "SK-GLM-", "csk-", "CSK-", "Bearer", "bearer ", "BEARER\t", "task-", "sk-",
+                          "abcdef", "AbC_12-", "x", " ", '"', ",", "'", "\n", "é", "İ", "ı", "\u212a",
+                          "ſk-glm-abcdefg", "cſk-"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PIECES, max_size=60), st.integers(0, 5000))
+def test_long_text_is_scrubbed_as_the_regex_would(pieces, pad):
+    from gateway.logs import _PATTERNS, _scrub_patterns
+
+    text = "." * pad + "".join(pieces)  # past 4,096 characters, only where a needle starts is matched
+    assert _scrub_patterns(text) == _PATTERNS.sub("****", text)
+
+
+def test_a_batch_rotates_between_its_lines(tmp_path):
+    from gateway.logs import RotatingFile
+
+    f = RotatingFile(tmp_path / "g.log", max_bytes=100, backups=5)
+    f.write("".join(f"line {i:02d} " + "x" * 30 + "\n" for i in range(6)))  # one write of 234 bytes
+    f.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.log", "g.log.1", "g.log.2"]
+    assert all(p.stat().st_size <= 100 for p in tmp_path.iterdir())
+    assert (tmp_path / "g.log.2").read_text().startswith("line 00")
+
+
+def test_a_failed_rotation_does_not_leave_the_file_closed(tmp_path):
+    import shutil
+
+    from gateway.logs import RotatingFile
+
+    where = tmp_path / "d"
+    where.mkdir()
+    f = RotatingFile(where / "g.log", max_bytes=50, backups=1)
+    f.write("a" * 40 + "\n")
+    shutil.rmtree(where)  # the directory is gone: the rotation fails
+    with pytest.raises(OSError):
+        f.write("b" * 40 + "\n")
+    where.mkdir()  # back: the next write opens the file again
+    f.write("c" * 10 + "\n")
+    f.close()
+    assert (where / "g.log").read_text() == "c" * 10 + "\n"
+
+
+def test_line_writer_renders_in_its_thread_and_ticks(tmp_path):
+    import threading
+
+    from gateway.logs import LineWriter, RotatingFile
+
+    threads: list[str] = []
+    ticks: list[float] = []
+
+    def render(item):
+        threads.append(threading.current_thread().name)
+        if item == "boom":
+            raise RuntimeError("a renderer's bug")
+        return None if item == "skip" else f"<{item}>"
+
+    writer = LineWriter([RotatingFile(tmp_path / "g.log", max_bytes=10**9, backups=0)], gather=0, render=render,
+                        tick=lambda: ticks.append(1), tick_every=3600, name="my-writer")
+    for item in ("a", "boom", "skip", "b"):
+        writer.write(item)
+    writer.stop()
+    assert (tmp_path / "g.log").read_text() == "<a>\n<b>\n"
+    assert set(threads) == {"my-writer"}
+    assert ticks == [1]  # at start; the next one an hour later
