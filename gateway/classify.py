@@ -70,8 +70,8 @@ XML_TOOL_TAGS = 8  # closing tags in the system head that make an XML tool proto
 # at all on the complex side: only a reason to think it simple (a background job, a short question,
 # a short conversation without tools) brings it under the threshold.
 BIAS = 0.6
-W_BACKGROUND = {"title generation": -4.5, "commit message": -4.0, "summary": -4.0}
-W_LONG_CONTEXT = 5.0  # decisive: a small model's context
+W_BACKGROUND = {"title generation": -6.0, "commit message": -6.0, "summary": -6.0}  # decisive, but not over 32K
+W_LONG_CONTEXT = 8.0  # decisive over everything: a small model's context
 W_IMAGE = 4.0  # decisive: the local model reads text only
 W_TOOL_RESULT = 2.5
 W_KEYWORD = (0.0, 1.4, 2.0, 2.4)  # by distinct keywords found: 0, 1, 2, 3+

@@ -139,6 +139,10 @@ TITLE_SYSTEM = "You are a title generator. You output ONLY a thread title. Nothi
 COMMIT_SYSTEM = "You are an expert software engineer that writes one-line Git commit messages from diffs."
 SUMMARY_SYSTEM = "*Briefly* summarize this partial conversation about programming."
 DIFF = "diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"
+STEPS = [m for i in range(8) for m in (
+    {"role": "assistant", "tool_calls": [{"id": f"c{i}", "type": "function",
+                                          "function": {"name": "read", "arguments": '{"path": "a.py"}'}}]},
+    {"role": "tool", "tool_call_id": f"c{i}", "content": "def f(x):\n    return x + 1\n" * 80})]
 BACKGROUND = [
     ("title, system prompt only", req({"role": "system", "content": TITLE_SYSTEM}, user(TASK)), "title"),
     ("title, in the user message", req(user("Generate a title for this conversation:\n" + TASK)), "title"),
@@ -150,6 +154,9 @@ BACKGROUND = [
     ("compaction, last user message", {**req(user(TASK), {"role": "assistant", "content": "Done."},
                                              user("Provide a detailed summary of our conversation above.")),
                                        "tools": TOOLS}, "summary"),
+    ("compaction deep in an agent session", {**req(user(TASK), *STEPS, {"role": "assistant", "content": "Done."},
+                                                   user("Summarize the conversation so far for a new session.")),
+                                             "tools": TOOLS}, "summary"),
 ]
 
 
@@ -158,6 +165,11 @@ def test_background_jobs_are_simple_even_about_complex_work(what, payload, kind)
     c = classify(payload, S)
     assert c.label == SIMPLE, c
     assert kind in c.reason
+
+
+def test_a_background_job_over_a_long_context_goes_to_the_cloud():
+    summary = req({"role": "system", "content": SUMMARY_SYSTEM}, user("# USER\n" + TASK))
+    assert classify(summary, S, prompt_tokens=50_000).label == COMPLEX
 
 
 @pytest.mark.parametrize("text", [
