@@ -14,7 +14,7 @@ from aiohttp import web
 
 from . import handlers, tokens
 from .api import metrics as metrics_api
-from .config import ConfigError, Settings
+from .config import LOCAL, ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
 from .httpclient import HTTPClient, default_tls_context
@@ -25,7 +25,12 @@ from .observability import Metrics
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import CORS, HTTP, KEYSTORE, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import CORS, HTTP, KEYSTORE, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS, STRATEGIES
+from .strategy import stand_in
+from .strategy.drafts import Drafter
+from .strategy.engine import Strategies
+from .strategy.plan import Classifier
+from .strategy.slots import read_slots
 
 log = structlog.get_logger("gateway.app")
 
@@ -37,8 +42,11 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     http_client: Callable[[], HTTPClient] | None = None,
+    classifier: Classifier | None = None,
+    simple_threshold: float | None = None,
 ) -> web.Application:
-    """``http_client`` builds the upstream client (tests aim it at local TLS servers)."""
+    """``http_client`` builds the upstream client (tests aim it at local TLS servers);
+    ``classifier`` (with its ``simple_threshold``) judges requests for the smart strategies."""
     app = web.Application(
         middlewares=[gateway],
         client_max_size=settings.max_request_bytes,
@@ -57,6 +65,7 @@ def create_app(
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
     app.cleanup_ctx.append(_router(clock))
+    app.cleanup_ctx.append(_strategies(classifier, simple_threshold, clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
     for path in ("/v1/models", "/models"):
@@ -136,6 +145,33 @@ def _router(clock: Callable[[], float]):
         if router.needs_estimates:
             await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
         app[ROUTER] = router
+        yield
+
+    return ctx
+
+
+def _strategies(classifier: Classifier | None, simple_threshold: float | None, clock: Callable[[], float]):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """The routing strategies over the router's upstreams; the drafter on the local one."""
+        settings = app[SETTINGS]
+        router, client = app[ROUTER], app[HTTP]
+        local = next((up for up in router.upstreams if up.name == LOCAL), None)
+        drafter = None
+        if local is not None:
+            cfg = next(p for p in settings.providers if p.name == LOCAL)
+            secret = cfg.keys[0].secret.reveal()
+            drafter = Drafter(local, max_tokens=settings.strategy.max_draft_tokens,
+                              timeout=settings.strategy.draft_timeout,
+                              slots=lambda: read_slots(client, cfg.base_url, secret), clock=clock)
+        app[STRATEGIES] = Strategies(
+            settings.strategy,
+            router,
+            classifier or stand_in.classify,  # (gateway/classify.py's classify on merge)
+            simple_threshold=simple_threshold if simple_threshold is not None else stand_in.THRESHOLD,
+            drafter=drafter,
+            accepts_prediction=[p.name for p in settings.providers if p.accepts_prediction],
+            clock=clock,
+        )
         yield
 
     return ctx

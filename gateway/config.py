@@ -13,6 +13,7 @@ from typing import Callable, Mapping, TypeVar
 from .cors import parse_origins
 from .httpclient import Endpoint
 from .secrets import Secret
+from .strategy.settings import MODEL_ALIASES, USES_LOCAL, StrategySettings
 
 T = TypeVar("T")
 
@@ -54,6 +55,7 @@ class ProviderConfig:
     max_prompt_tokens: int | None = None  # larger prompts skip this provider
     dialect: str = "openai"  # which error mapper reads its answers
     read_timeout: float | None = None  # longest silence from it; None: UPSTREAM_READ_TIMEOUT
+    accepts_prediction: bool = False  # {NAME}_ACCEPTS_PREDICTION: an escalated draft goes as `prediction`
 
     def model_for(self, requested: object) -> str:
         """The model name this provider gets for a client's requested model."""
@@ -87,6 +89,7 @@ class Settings:
     usage_flush_interval: float = 2.0
     metrics_public: bool = False  # /metrics without an admin key
     cors_origins: tuple[str, ...] = ()  # allowed browser origins; ("*",) for any; () for none
+    strategy: StrategySettings = field(default_factory=StrategySettings)  # routing strategies
 
     @property
     def public_models(self) -> list[str]:
@@ -95,6 +98,8 @@ class Settings:
             seen[p.model] = None
             for m in sorted(p.passthrough_models):
                 seen[m] = None
+        for alias in MODEL_ALIASES:  # the names that pick a routing strategy
+            seen[alias] = None
         return list(seen)
 
     def secrets(self) -> list[str]:
@@ -148,8 +153,22 @@ class Settings:
             usage_flush_interval=r.number("USAGE_FLUSH_INTERVAL", 2.0, minimum=0.05),
             metrics_public=r.boolean("METRICS_PUBLIC", False),
             cors_origins=r.origins("CORS_ORIGINS"),
+            strategy=_strategy(r, providers),
         )
         return settings
+
+
+def _strategy(r: "_Reader", providers: tuple[ProviderConfig, ...]) -> StrategySettings:
+    try:
+        strategy = StrategySettings.from_env(r)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not any(p.name == LOCAL for p in providers):
+        if strategy.local_only:
+            raise ConfigError("LOCAL_ONLY=true needs a local upstream: set LOCAL_BASE_URL")
+        if strategy.strategy in USES_LOCAL:
+            raise ConfigError(f"ROUTING_STRATEGY={strategy.strategy.value} needs a local upstream: set LOCAL_BASE_URL")
+    return strategy
 
 
 def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConfig | None:
@@ -175,6 +194,7 @@ def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConf
         cooldown=cooldown,
         max_prompt_tokens=threshold,
         read_timeout=read,
+        accepts_prediction=r.boolean("CEREBRAS_ACCEPTS_PREDICTION", False),
     )
 
 
@@ -187,10 +207,11 @@ def _fallback(
     url = r.url(f"{prefix}_BASE_URL", base_url)
     model = r.text(f"{prefix}_MODEL", model) or model
     read = r.number(f"{prefix}_READ_TIMEOUT", read_timeout, minimum=0.1)
+    prediction = r.boolean(f"{prefix}_ACCEPTS_PREDICTION", False)
     if not keys:
         return None
     return ProviderConfig(name=name, base_url=url, keys=keys, model=model, cooldown=cooldown, dialect=dialect,
-                          read_timeout=read)
+                          read_timeout=read, accepts_prediction=prediction)
 
 
 def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:

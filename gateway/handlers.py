@@ -11,13 +11,14 @@ from aiohttp import web
 from .chat import ChatRequest, parse_chat_request
 from .errors import PayloadTooLarge
 from .context import RequestContext
-from .errors import NotFound
-from .middleware import PROVIDER_HEADER, context_of, stamp_response
+from .errors import GatewayError, NotFound
+from .middleware import PROVIDER_HEADER, STRATEGY_HEADER, context_of, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
 from .sse import DONE, error_event
-from .state import REPAIRS, ROUTER, SETTINGS
+from .state import REPAIRS, ROUTER, SETTINGS, STRATEGIES
+from .strategy.answer import serve_draft
 
 log = structlog.get_logger("gateway.handlers")
 
@@ -43,15 +44,25 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if settings.repair_tool_calls:
         repair_transcript(request, ctx, req)
     router = app[ROUTER]
-    if not req.stream:
-        served = await router.complete(req, ctx)
-        done: Completion = served.result  # type: ignore[assignment]
-        return web.Response(
-            status=done.status,
-            body=done.body,
-            headers={"Content-Type": done.content_type, PROVIDER_HEADER: served.upstream.name},
-        )
-    served = await router.open_stream(req, ctx)
+    strategies = app[STRATEGIES]
+    route = strategies.route(req, request.headers.get(STRATEGY_HEADER), ctx)
+    if route.drafts:
+        draft = await strategies.speculate(req, route, ctx)
+        if draft is not None:
+            return await serve_draft(request, ctx, req, draft)
+    order = strategies.targets(route)
+    try:
+        if not req.stream:
+            served = await router.complete(req, ctx, order)
+            done: Completion = served.result  # type: ignore[assignment]
+            return web.Response(
+                status=done.status,
+                body=done.body,
+                headers={"Content-Type": done.content_type, PROVIDER_HEADER: served.upstream.name},
+            )
+        served = await router.open_stream(req, ctx, order)
+    except GatewayError as e:
+        raise strategies.failed(route, e) from None
     stream, first = served.result  # type: ignore[misc]
     return await relay_stream(request, ctx, served, stream, first)
 

@@ -12,11 +12,13 @@ from .httpclient import HTTPClient
 from .keystore import KeyStore
 from .observability import Metrics
 from .routing import Router
+from .strategy.engine import Strategies
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", HTTPClient)
 KEYSTORE = web.AppKey("keystore", KeyStore)
 ROUTER = web.AppKey("router", Router)
+STRATEGIES = web.AppKey("strategies", Strategies)  # routing strategies (gateway/strategy)
 REPAIRS = web.AppKey("repairs", Counter)  # transcript repairs by kind, since start
 # each finished request's context is handed to these (the usage ledger, metrics), in order
 RECORDERS: web.AppKey[list[Recorder]] = web.AppKey("recorders")

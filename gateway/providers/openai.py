@@ -40,6 +40,8 @@ def build_request(cfg: ProviderConfig, req: ChatRequest) -> bytes:
             value = payload.get(field)
             if isinstance(value, int) and value > cap:
                 changes[field] = cap
+    if req.prediction is not None and cfg.accepts_prediction and "prediction" not in payload:
+        changes["prediction"] = {"type": "content", "content": req.prediction}  # (an escalated draft)
     if not changes:
         return req.body()
     return orjson.dumps({**payload, **changes})
