@@ -112,12 +112,13 @@ def ds(content="", confidence=0.9, problem=None, calls=()):
 @pytest.mark.parametrize("drafts, agree", [
     ([ds("a b c")], [1.0]),
     ([ds("a b c"), ds("a b c")], [1.0, 1.0]),
-    ([ds("a b c"), ds("a b d")], [0.5, 0.5]),  # 2 shared words of 4
-    ([ds("a b"), ds("c d"), ds("a b")], [0.5, 0.0, 0.5]),
-    ([ds("a b"), ds("a b", problem="draft empty")], [0.0, 0.0]),  # a ruled-out draft vouches for nobody
+    ([ds("a b c"), ds("a b d")], [0.75, 0.75]),  # 2 shared words of 4: half alike
+    ([ds("a b"), ds("c d"), ds("a b")], [2 / 3, 1 / 3, 2 / 3]),
+    ([ds("a b"), ds("a b", problem="draft empty")], [0.5, 0.0]),  # a ruled-out draft vouches for nobody
     ([ds(calls=(("f", "{}"),)), ds(calls=(("f", "{}"),))], [1.0, 1.0]),
-    ([ds(calls=(("f", "{}"),)), ds(calls=(("f", '{"a":1}'),))], [0.5, 0.5]),  # same tool, other arguments
-    ([ds(calls=(("f", "{}"),)), ds("f")], [0.0, 0.0]),  # a call against an answer
+    ([ds(calls=(("f", "{}"),)), ds(calls=(("f", '{"a":1}'),))], [0.75, 0.75]),  # same tool, other arguments
+    ([ds(calls=(("f", "{}"),)), ds("f")], [0.5, 0.5]),  # a call against an answer
+    ([ds(""), ds("")], [1.0, 1.0]),
 ])
 def test_agreement(drafts, agree):
     assert agreement(drafts) == pytest.approx(agree)
@@ -126,8 +127,8 @@ def test_agreement(drafts, agree):
 @pytest.mark.parametrize("drafts, best, score", [
     ([ds("a", 0.9)], 0, 0.9),
     ([ds("a", 0.9), ds("a", 0.8)], 0, 0.9),  # alike: each keeps its confidence
-    ([ds("a", 0.9), ds("b", 0.8), ds("b", 0.7)], 1, 0.8 * 0.75),  # the one the others agree with
-    ([ds("a", 0.9, "draft empty"), ds("a", 0.5)], 1, 0.5 * 0.5),
+    ([ds("a", 0.9), ds("b", 0.8), ds("b", 0.7)], 1, 0.8 * (0.5 + 0.5 * 2 / 3)),  # the one the others back
+    ([ds("a", 0.9, "draft empty"), ds("a", 0.5)], 1, 0.5 * 0.75),
     ([ds("a", 0.9, "draft empty"), ds("a", 0.9, "draft empty")], 0, 0.0),
     ([], 0, 0.0),
 ])

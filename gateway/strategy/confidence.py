@@ -14,8 +14,8 @@ draft out:
 - otherwise the confidence is the geometric mean of the token probabilities:
   ``exp(mean(logprob))`` over ``choices[0].logprobs.content`` (no log-probabilities: ruled out).
 
-:func:`agreement` and :func:`pick` choose among parallel drafts: each draft's mean similarity
-to the others (1 when alone) scales its confidence, from half (no agreement) to whole.
+:func:`agreement` and :func:`pick` choose among parallel drafts: the share of drafts that say
+what a draft says (itself included: 1 when alone) scales its confidence, from half to whole.
 """
 from __future__ import annotations
 
@@ -184,15 +184,14 @@ def similarity(a: DraftScore, b: DraftScore) -> float:
 
 
 def agreement(drafts: Sequence[DraftScore]) -> list[float]:
-    """Each draft's mean similarity to the others (1.0 for a lone draft). A draft ruled out
-    agrees with nothing (0.0) and vouches for none of the others."""
+    """Each draft's share of the drafts that say the same, itself included: (1 + its similarity
+    to each other draft) / their number; 1.0 for a lone draft. A draft ruled out agrees with
+    nothing (0.0) and vouches for none of the others."""
     n = len(drafts)
-    if n < 2:
-        return [1.0] * n
     usable = [i for i, d in enumerate(drafts) if d.problem is None]
     out = [0.0] * n
     for i in usable:
-        out[i] = sum(similarity(drafts[i], drafts[j]) for j in usable if j != i) / (n - 1)
+        out[i] = (1 + sum(similarity(drafts[i], drafts[j]) for j in usable if j != i)) / n
     return out
 
 
