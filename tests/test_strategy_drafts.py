@@ -103,7 +103,7 @@ async def test_a_server_that_cannot_say_runs_one_draft():
     assert await drafter.slots() == 1
 
 
-def replay(events: list[bytes]) -> tuple[str, list[dict], str | None, dict | None]:
+def replay(events: list[bytes], id_prefix: str = "chatcmpl-local") -> tuple[str, list[dict], str | None, dict | None]:
     """What a client's SDK assembles from the events: content, tool calls, finish reason, usage."""
     content, calls, finish, usage = "", {}, None, None
     splitter = SSESplitter()
@@ -112,7 +112,7 @@ def replay(events: list[bytes]) -> tuple[str, list[dict], str | None, dict | Non
     assert got[-1] == DONE and sum(e == DONE for e in got) == 1
     for e in got[:-1]:
         chunk = orjson.loads(event_data(e))
-        assert chunk["object"] == "chat.completion.chunk" and chunk["id"] == "chatcmpl-local"
+        assert chunk["object"] == "chat.completion.chunk" and chunk["id"].startswith(id_prefix)
         if chunk.get("usage"):
             usage = chunk["usage"]
         for c in chunk["choices"]:
