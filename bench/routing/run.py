@@ -163,6 +163,7 @@ async def run_strategy(strategy: str, examples: list[Any], cloud_url: str, local
                        concurrency: int) -> list[Row]:
     env = {"CEREBRAS_API_KEYS": "csk-bench-0001", "CEREBRAS_BASE_URL": cloud_url, "LOCAL_BASE_URL": local_url,
            "ROUTING_STRATEGY": strategy, "ENABLE_INCOMING_AUTH": "false", "LOG_DIR": "",
+           "REPAIR_TOOL_CALLS": "false",  # (the fakes look requests up by their messages)
            "DRAFT_TIMEOUT": str(max(1.0, 60 * scale))}
     settings = Settings.from_env(env)
     classifier, threshold, _ = load_classifier(settings)
