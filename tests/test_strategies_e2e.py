@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from gateway.state import RECORDERS
+from gateway.strategy.settings import MODEL_ALIASES, STRATEGIES
 from tests import fakes
 from tests.conftest import CHAT, UPSTREAM_KEYS
 from tests.fake_local import FakeLocal, call, draft
@@ -393,3 +394,30 @@ async def test_routing_decisions_are_counted(start, fake, local):
     assert 'glm_gateway_routing_decisions_total{outcome="draft_escalated",strategy="speculative"} 1.0' in text
     assert 'glm_gateway_routing_decisions_total{outcome="local",strategy="always_local"} 1.0' in text
     assert 'glm_gateway_fallbacks_total{from_provider="local",reason="escalated",to_provider="cerebras"} 1.0' in text
+
+
+ALIAS = {v.value: k for k, v in MODEL_ALIASES.items()}
+
+
+@pytest.mark.parametrize("how", ["setting", "model", "header"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_every_strategy_is_picked_every_way_with_tools(start, fake, local, strategy, how, stream):
+    local.default = draft(None, tool_calls=[call("read_file", {"path": "a.py"})], finish="tool_calls")
+    fake.default = fakes.ok("cloud says hi")
+    env = {"ROUTING_STRATEGY": strategy} if how == "setting" else {}
+    body = ask("simple question", stream=stream, tools=TOOLS)
+    if how == "model":
+        body["model"] = ALIAS[strategy]
+    client = await start(env)
+    resp = await post(client, body, {"X-Gateway-Strategy": strategy} if how == "header" else None)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["X-Gateway-Strategy"] == strategy and resp.headers["X-Gateway-Route-Reason"]
+    content, calls, _ = await answer(resp)
+    if resp.headers["X-Gateway-Provider"] == "local":
+        assert calls == [{"name": "read_file", "arguments": '{"path":"a.py"}'}]
+    else:
+        assert content == "cloud says hi"
+    # the stand-in classifier calls "simple question" simple (tools or not): smart strategies go local
+    expected = "cerebras" if strategy == "always_cerebras" else "local"
+    assert resp.headers["X-Gateway-Provider"] == expected
