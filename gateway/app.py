@@ -18,7 +18,7 @@ from .api import metrics as metrics_api
 from .api import stats
 from .clients.alerts import Alerts, WebhookSender
 from .clients.tracker import SpendTracker
-from .config import ConfigError, Settings
+from .config import LOCAL, ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
 from .keypool import KeyPool
@@ -42,10 +42,16 @@ from .state import (
     REQUEST_LOG,
     ROUTER,
     SETTINGS,
+    STRATEGIES,
 )
 from .transport import new_session
 from .usage.ledger import Ledger
 from .usage.reqlog import RequestLog
+from .classify import classify
+from .strategy.drafts import Drafter
+from .strategy.engine import Strategies
+from .strategy.plan import Classifier
+from .strategy.slots import read_slots
 
 log = structlog.get_logger("gateway.app")
 
@@ -57,8 +63,11 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     session_factory: Callable[[Settings], aiohttp.ClientSession] = new_session,
+    classifier: Classifier | None = None,
+    simple_threshold: float | None = None,
 ) -> web.Application:
-    """``session_factory`` builds the upstream session (tests aim it at local TLS servers)."""
+    """``session_factory`` builds the upstream session (tests aim it at local TLS servers);
+    ``classifier`` (with its ``simple_threshold``) judges requests for the smart strategies."""
     app = web.Application(
         middlewares=[gateway],
         client_max_size=settings.max_request_bytes,
@@ -97,6 +106,7 @@ def create_app(
     app.cleanup_ctx.append(_restore_spend)  # after the keystore's, which migrates the database
     if budgets.alerts.webhook is not None:
         app.cleanup_ctx.append(_alert_webhook)
+    app.cleanup_ctx.append(_strategies(classifier, simple_threshold, clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         # 100 Continue waits for the key and size checks: handlers read the body with read_body
         app.router.add_post(path, handlers.chat_completions, expect_handler=defer_continue)
@@ -247,6 +257,33 @@ def _router(clock: Callable[[], float]):
         if router.needs_estimates:
             await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
         app[ROUTER] = router
+        yield
+
+    return ctx
+
+
+def _strategies(classifier: Classifier | None, simple_threshold: float | None, clock: Callable[[], float]):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """The routing strategies over the router's upstreams; the drafter on the local one."""
+        settings = app[SETTINGS]
+        router, client = app[ROUTER], app[HTTP]
+        local = next((up for up in router.upstreams if up.name == LOCAL), None)
+        drafter = None
+        if local is not None:
+            cfg = next(p for p in settings.providers if p.name == LOCAL)
+            secret = cfg.keys[0].secret.reveal()
+            drafter = Drafter(local, max_tokens=settings.strategy.max_draft_tokens,
+                              timeout=settings.strategy.draft_timeout,
+                              slots=lambda: read_slots(client, cfg.base_url, secret), clock=clock)
+        app[STRATEGIES] = Strategies(
+            settings.strategy,
+            router,
+            classifier or (lambda payload, tokens: classify(payload, settings.classifier, tokens)),
+            simple_threshold=simple_threshold if simple_threshold is not None else settings.classifier.simple_threshold,
+            drafter=drafter,
+            accepts_prediction=[p.name for p in settings.providers if p.accepts_prediction],
+            clock=clock,
+        )
         yield
 
     return ctx

@@ -17,6 +17,7 @@ class ChatRequest:
     stream: bool
     modified: bool = False
     prompt_tokens: int | None = None  # estimated once, when routing needs it
+    prediction: str | None = None  # an escalated local draft: sent as `prediction` where a provider takes it
 
     @property
     def model(self) -> object:

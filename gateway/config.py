@@ -18,6 +18,8 @@ from yarl import URL
 from .cors import parse_origins
 from .secrets import Secret
 from .usage.prices import PriceFileError, PriceTable, default_prices, load_prices
+from .classify import ClassifierSettings
+from .strategy.settings import MODEL_ALIASES, USES_LOCAL, StrategySettings
 
 T = TypeVar("T")
 
@@ -92,6 +94,7 @@ class ProviderConfig:
     max_prompt_tokens: int | None = None  # larger prompts skip this provider
     dialect: str = "openai"  # which error mapper reads its answers
     read_timeout: float | None = None  # longest silence from it; None: UPSTREAM_READ_TIMEOUT
+    accepts_prediction: bool = False  # {NAME}_ACCEPTS_PREDICTION: an escalated draft goes as `prediction`
 
     def model_for(self, requested: object) -> str:
         """The model name this provider gets for a client's requested model."""
@@ -153,6 +156,8 @@ class Settings:
     request_body_timeout: float = 60.0  # the whole body, from the end of its head
     max_client_connections: int = 4096  # lowered at start to what the open-files limit can hold
     request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
+    strategy: StrategySettings = field(default_factory=StrategySettings)  # routing strategies
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)  # for the smart ones
 
     @property
     def public_models(self) -> list[str]:
@@ -161,6 +166,8 @@ class Settings:
             seen[p.model] = None
             for m in sorted(p.passthrough_models):
                 seen[m] = None
+        for alias in MODEL_ALIASES:  # the names that pick a routing strategy
+            seen[alias] = None
         return list(seen)
 
     def secrets(self) -> list[str]:
@@ -232,6 +239,8 @@ class Settings:
             request_body_timeout=r.number("REQUEST_BODY_TIMEOUT", 60.0, minimum=0.05, maximum=3600.0),
             max_client_connections=r.integer("MAX_CLIENT_CONNECTIONS", 4096, minimum=1, maximum=1_000_000),
             request_log=_request_log(r, log_dir),
+            strategy=_strategy(r, providers),
+            classifier=ClassifierSettings.from_env(r),
         )
         return settings
 
@@ -297,6 +306,19 @@ def _budget_settings(r: _Reader) -> dict[str, Any]:
     }
 
 
+def _strategy(r: "_Reader", providers: tuple[ProviderConfig, ...]) -> StrategySettings:
+    try:
+        strategy = StrategySettings.from_env(r)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not any(p.name == LOCAL for p in providers):
+        if strategy.local_only:
+            raise ConfigError("LOCAL_ONLY=true needs a local upstream: set LOCAL_BASE_URL")
+        if strategy.strategy in USES_LOCAL:
+            raise ConfigError(f"ROUTING_STRATEGY={strategy.strategy.value} needs a local upstream: set LOCAL_BASE_URL")
+    return strategy
+
+
 def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConfig | None:
     keys = parse_keys("CEREBRAS_API_KEYS", r.text("CEREBRAS_API_KEYS", ""))
     single = r.text("CEREBRAS_API_KEY", "")
@@ -320,6 +342,7 @@ def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConf
         cooldown=cooldown,
         max_prompt_tokens=threshold,
         read_timeout=read,
+        accepts_prediction=r.boolean("CEREBRAS_ACCEPTS_PREDICTION", False),
     )
 
 
@@ -332,10 +355,11 @@ def _fallback(
     url = r.url(f"{prefix}_BASE_URL", base_url)
     model = r.text(f"{prefix}_MODEL", model) or model
     read = r.number(f"{prefix}_READ_TIMEOUT", read_timeout, minimum=0.1)
+    prediction = r.boolean(f"{prefix}_ACCEPTS_PREDICTION", False)
     if not keys:
         return None
     return ProviderConfig(name=name, base_url=url, keys=keys, model=model, cooldown=cooldown, dialect=dialect,
-                          read_timeout=read)
+                          read_timeout=read, accepts_prediction=prediction)
 
 
 def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:

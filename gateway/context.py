@@ -108,9 +108,17 @@ class RequestContext:
     model_served: str | None = None
     fallback_reason: str | None = None  # why the first choice did not serve
     skipped: list[str] | None = None  # upstreams the plan left out, and why
-    # a routing strategy's decision, (strategy, outcome), e.g. ("cheapest", "chose_primary"): counted
-    # by glm_gateway_routing_decisions_total; names from a fixed set, never free text
+    # a routing strategy's decision, (strategy, outcome), e.g. ("smart", "local"): counted by
+    # glm_gateway_routing_decisions_total; names from a fixed set, never free text (the outcomes:
+    # gateway/strategy/plan.py's OUTCOMES)
     routing: tuple[str, str] | None = None
+    route_strategy: str | None = None  # the strategy that routed it (X-Gateway-Strategy), e.g. "smart"
+    route_reason: str | None = None  # why, short ASCII (X-Gateway-Route-Reason): "simple: 310 tokens, no tools"
+    draft_outcome: str | None = None  # a local draft was made: "accepted" (served) or "escalated" (to the cloud)
+    draft_ms: float | None = None  # the time drafting took (added latency; local tokens are free)
+    draft_confidence: float | None = None  # the best draft's score, 0..1
+    draft_count: int = 0  # drafts asked of the local server (parallel_speculative: several)
+    draft_tokens: int = 0  # completion tokens the drafts cost on the local server (price 0)
     upstream_ns: int = 0  # time spent waiting on upstream calls (heads, whole bodies)
     # the relay
     first_token_ns: int | None = None  # when the first event (stream) or the answer arrived
@@ -199,6 +207,12 @@ class RequestContext:
                 fields["attempt_log"] = [f"{a.provider}/{a.key}:{a.outcome}" for a in attempts]
         if self.fallback_reason is not None:
             fields["fallback_reason"] = self.fallback_reason
+        if self.route_strategy is not None:
+            fields["strategy"] = self.route_strategy
+            fields["route_reason"] = self.route_reason
+        if self.draft_outcome is not None:
+            fields["draft"] = self.draft_outcome
+            fields["draft_ms"] = self.draft_ms
         if self.repairs:
             fields["repairs"] = sum(self.repairs.values())
         if self.chunks:

@@ -11,8 +11,8 @@ from aiohttp import web
 from .chat import ChatRequest, parse_chat_request
 from .errors import PayloadTooLarge
 from .context import RequestContext
-from .errors import NotFound
-from .middleware import PROVIDER_HEADER, context_of, stamp_response
+from .errors import GatewayError, NotFound
+from .middleware import PROVIDER_HEADER, STRATEGY_HEADER, context_of, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
@@ -22,6 +22,8 @@ from .state import BUDGETS, LEDGER, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS
 from .usage import reqlog
 from .usage.answer import answer_usage
 from .usage.stream import StreamTap, wants_usage
+from .state import REPAIRS, ROUTER, SETTINGS, STRATEGIES
+from .strategy.answer import serve_draft
 
 log = structlog.get_logger("gateway.handlers")
 
@@ -51,17 +53,28 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if settings.repair_tool_calls:
         repair_transcript(request, ctx, req)
     router = app[ROUTER]
-    if not req.stream:
-        served = await router.complete(req, ctx)
-        done: Completion = served.result  # type: ignore[assignment]
-        ctx.usage = answer_usage(done.body, req.payload, prompt_tokens=req.prompt_tokens, prompt_bytes=len(req.raw))
-        ctx.response_body = done.body
-        return web.Response(
-            status=done.status,
-            body=done.body,
-            headers={"Content-Type": done.content_type, PROVIDER_HEADER: served.upstream.name},
-        )
-    served = await router.open_stream(req, ctx)
+    strategies = app[STRATEGIES]
+    route = strategies.route(req, request.headers.get(STRATEGY_HEADER), ctx)
+    if route.drafts:
+        draft = await strategies.speculate(req, route, ctx)
+        if draft is not None:
+            return await serve_draft(request, ctx, req, draft)
+    order = strategies.targets(route)
+    try:
+        if not req.stream:
+            served = await router.complete(req, ctx, order)
+            done: Completion = served.result  # type: ignore[assignment]
+            ctx.usage = answer_usage(done.body, req.payload, prompt_tokens=req.prompt_tokens,
+                                     prompt_bytes=len(req.raw))
+            ctx.response_body = done.body
+            return web.Response(
+                status=done.status,
+                body=done.body,
+                headers={"Content-Type": done.content_type, PROVIDER_HEADER: served.upstream.name},
+            )
+        served = await router.open_stream(req, ctx, order)
+    except GatewayError as e:
+        raise strategies.failed(route, e) from None
     stream, first = served.result  # type: ignore[misc]
     tap = reqlog.tap_type(ctx, settings.request_log)(req.payload, strip=not wants_usage(req.payload),
                                                      prompt_tokens=req.prompt_tokens, prompt_bytes=len(req.raw))

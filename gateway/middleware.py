@@ -36,6 +36,8 @@ METRICS_PATH = "/metrics"  # open too when METRICS_PUBLIC=true
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"
 ADMIN_PATHS = frozenset({"/_status"})  # an admin key only (when auth is on)
+STRATEGY_HEADER = "X-Gateway-Strategy"  # (also a request header: the strategy a client picks)
+REASON_HEADER = "X-Gateway-Route-Reason"
 
 
 CONTEXT = "gateway_context"  # request key: the request's RequestContext
@@ -124,6 +126,9 @@ def stamp_response(ctx: RequestContext, response: web.StreamResponse) -> None:
         headers[REPAIRS_HEADER] = str(sum(ctx.repairs.values()))
     if ctx.provider is not None and PROVIDER_HEADER not in headers:
         headers[PROVIDER_HEADER] = ctx.provider
+    if ctx.route_strategy is not None:  # what the routing strategy did (gateway/strategy)
+        headers[STRATEGY_HEADER] = ctx.route_strategy
+        headers[REASON_HEADER] = ctx.route_reason or ""
     if ctx.attempts:
         ctx.overhead_sent_ms = overhead = ctx.overhead_ms
         headers[OVERHEAD_HEADER] = str(overhead)

@@ -167,14 +167,21 @@ class Router:
             req.prompt_tokens = await asyncio.to_thread(estimate_prompt_tokens, req.payload)
         return req.prompt_tokens
 
-    async def complete(self, req: ChatRequest, ctx: RequestContext | None = None) -> Served:
+    async def complete(
+        self, req: ChatRequest, ctx: RequestContext | None = None, order: Sequence[Upstream] | None = None
+    ) -> Served:
+        """The answer of the first upstream that serves. ``order``: the upstreams to walk, first
+        choice first (a routing strategy's; None: the configured chain)."""
+
         async def call(up: Upstream, secret: str) -> tuple[Completion, object]:
             done = await up.provider.chat(req, secret)
             return done, done.rate_limits
 
-        return await self._walk(req, call, ctx or RequestContext("-", "", ""))
+        return await self._walk(req, call, ctx or RequestContext("-", "", ""), order)
 
-    async def open_stream(self, req: ChatRequest, ctx: RequestContext | None = None) -> Served:
+    async def open_stream(
+        self, req: ChatRequest, ctx: RequestContext | None = None, order: Sequence[Upstream] | None = None
+    ) -> Served:
         """An open stream whose first data has arrived: ``result`` is ``(stream, first_chunk)``.
         Until that chunk, nothing has reached the client, so any failure moves on invisibly.
         Chunks before it holding no data (keep-alive comments, a lone ``[DONE]``) are dropped,
@@ -195,16 +202,17 @@ class Router:
             await stream.aclose()
             raise UpstreamError(Failure.SERVER, "upstream sent an empty stream")
 
-        return await self._walk(req, call, ctx or RequestContext("-", "", ""))
+        return await self._walk(req, call, ctx or RequestContext("-", "", ""), order)
 
     async def _walk(
         self,
         req: ChatRequest,
         call: Callable[[Upstream, str], Awaitable[tuple[R, object]]],
         ctx: RequestContext,
+        order: Sequence[Upstream] | None = None,
     ) -> Served:
         capped = self.capped() if self.capped is not None else NOTHING_CAPPED
-        targets, notes = plan(self.upstreams, await self.prompt_tokens(req), capped)
+        targets, notes = plan(self.upstreams if order is None else order, await self.prompt_tokens(req), capped)
         if notes:
             ctx.skipped = notes
         if not targets:

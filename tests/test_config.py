@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, Settings, parse_keys
+from gateway.strategy.settings import MODEL_ALIASES
 
 BASE = {"CEREBRAS_API_KEYS": '{"main": "csk-aaaa", "spare": "csk-bbbb"}'}
 
@@ -109,7 +110,9 @@ def test_model_passthrough():
     assert p.model_for("gpt-oss-120b") == "gpt-oss-120b"
     assert p.model_for("gpt-4o") == "zai-glm-4.7"
     assert p.model_for(None) == "zai-glm-4.7"
-    assert s.public_models == ["zai-glm-4.7", "gpt-oss-120b", "qwen-3"]
+    # the providers' models, then the names that pick a routing strategy (gateway/strategy)
+    assert s.public_models[:3] == ["zai-glm-4.7", "gpt-oss-120b", "qwen-3"]
+    assert s.public_models[3:] == list(MODEL_ALIASES)
 
 
 def test_empty_log_dir_means_stdout_only():

@@ -49,6 +49,8 @@ def build_request(cfg: ProviderConfig, req: ChatRequest) -> bytes:
             value = payload.get(field)
             if isinstance(value, int) and value > cap:
                 changes[field] = cap
+    if req.prediction is not None and cfg.accepts_prediction and "prediction" not in payload:
+        changes["prediction"] = {"type": "content", "content": req.prediction}  # (an escalated draft)
     if req.stream:  # every stream is asked for its usage (the relay hides it from clients that did not)
         options = upstream_stream_options(payload)
         if options is not None:
