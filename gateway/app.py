@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from . import handlers, tokens
+from .api import anthropic as anthropic_api
 from .api import metrics as metrics_api
 from .config import ConfigError, Settings
 from .context import RequestContext
@@ -59,6 +60,8 @@ def create_app(
     app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
+    app.router.add_post(anthropic_api.MESSAGES, anthropic_api.messages)
+    app.router.add_post(anthropic_api.COUNT_TOKENS, anthropic_api.count_tokens)
     for path in ("/v1/models", "/models"):
         app.router.add_get(path, handlers.models)
         app.router.add_get(path + "/{model:.+}", handlers.model)
