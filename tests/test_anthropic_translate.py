@@ -45,7 +45,8 @@ REQUESTS = [
      {"model": M, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
       "max_tokens": 100}),
     ("system blocks joined, cache_control ignored",
-     req(HI, system=[{"type": "text", "text": "one"}, {"type": "text", "text": "two", "cache_control": {"type": "ephemeral"}}]),
+     req(HI, system=[{"type": "text", "text": "one"},
+                     {"type": "text", "text": "two", "cache_control": {"type": "ephemeral"}}]),
      {"model": M, "messages": [{"role": "system", "content": "one\n\ntwo"}, {"role": "user", "content": "hi"}],
       "max_tokens": 100}),
     ("empty system dropped", req(HI, system=""),
@@ -62,7 +63,8 @@ REQUESTS = [
          {"type": "text", "text": "see"},
          {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
          {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}], "max_tokens": 100}),
-    ("text document", req([user([{"type": "document", "title": "notes", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}])]),
+    ("text document", req([user([{"type": "document", "title": "notes",
+                                  "source": {"type": "text", "media_type": "text/plain", "data": "x"}}])]),
      {"model": M, "messages": [{"role": "user", "content": "notes\n\nx"}], "max_tokens": 100}),
     ("tool use then results before the user's text",
      req([user("read a.py"),
@@ -112,7 +114,8 @@ REQUESTS = [
          {"role": "assistant", "content": "answer", "reasoning_content": "hmm"}]}),
     ("an assistant turn with nothing readable is left out",
      req([user("q"), assistant([{"type": "text", "text": ""}]), user("again")]),
-     {"model": M, "max_tokens": 100, "messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "again"}]}),
+     {"model": M, "max_tokens": 100,
+      "messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "again"}]}),
     ("sampling, stop, user, stream",
      req(HI, temperature=0.2, top_p=0.9, top_k=5, stop_sequences=["END", "STOP"], stream=True,
          metadata={"user_id": "u-1"}),
@@ -132,7 +135,8 @@ REQUESTS = [
                                                   "parameters": {"type": "object"}}},
                 {"type": "function", "function": {"name": "ls", "parameters": {"type": "object", "properties": {}}}}],
       "tool_choice": "required", "parallel_tool_calls": False}),
-    ("tool_choice tool", req(HI, tools=[{"name": "read", "input_schema": {}}], tool_choice={"type": "tool", "name": "read"}),
+    ("tool_choice tool",
+     req(HI, tools=[{"name": "read", "input_schema": {}}], tool_choice={"type": "tool", "name": "read"}),
      {"model": M, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100,
       "tools": [{"type": "function", "function": {"name": "read", "parameters": {}}}],
       "tool_choice": {"type": "function", "function": {"name": "read"}}}),
@@ -387,7 +391,8 @@ def test_count_covers_every_block_tools_and_results_with_the_margin():
     words = lambda text: len(text.split())  # noqa: E731  (a counter whose arithmetic is easy to check)
     base = to_openai(req([user("one two three")]))
     bigger = to_openai(req([user("one two three"), assistant([TOOL_USE]),
-                            user([{"type": "tool_result", "tool_use_id": "toolu_1", "content": "four five six seven"}])],
+                            user([{"type": "tool_result", "tool_use_id": "toolu_1",
+                                   "content": "four five six seven"}])],
                            system="eight nine", tools=[{"name": "read", "input_schema": {"type": "object"}}]))
     n_base, n_bigger = count.count_tokens(base, words), count.count_tokens(bigger, words)
     assert n_base == 9  # (4 per message + "user" and 3 words) * 1.1 = 8.8, rounded up
