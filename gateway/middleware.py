@@ -181,7 +181,7 @@ async def authenticate(request: web.Request, ctx: RequestContext) -> None:
         return
     token = bearer_token(request)
     if token is None:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <your gateway key>'")
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <your gateway key>' (or 'x-api-key')")
     store = request.app[KEYSTORE]
     key = await store.authenticate(token)
     if key is None:

@@ -36,7 +36,6 @@ SIGNATURE = "glm-gateway"  # thinking blocks' signature: not Anthropic's, nothin
 TOOL_ERROR = "[tool error] "  # prefixes a tool_result with is_error: OpenAI has no such flag
 TOOL_IMAGE = "[image from the result of tool call {id}]"
 BAD_ARGUMENTS = "_invalid_arguments"  # tool_use input when the upstream's arguments are not a JSON object
-ROLES = ("user", "assistant")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 THINKING_TYPES = ("enabled", "disabled", "adaptive")
 USER_BLOCKS = "text, image, document (text) and tool_result"
@@ -47,6 +46,17 @@ def _fail(path: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"{path}: {message}", param=path, code="invalid_request")
 
 
+def _within(prefix: str, e: InvalidRequest) -> InvalidRequest:
+    """``e``, raised with a path relative to a content block, with the block's path in front.
+    (Paths are built only for errors: a request's thousands of blocks cost no string work.)"""
+    field = e.param or ""
+    return _fail(f"{prefix}.{field}" if field else prefix, e.message[len(field) + 2:])
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -55,10 +65,10 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _str(block: Json, key: str, path: str) -> str:
+def _str(block: Json, key: str, path: str = "") -> str:
     value = block.get(key)
-    if not isinstance(value, str):
-        raise _fail(f"{path}.{key}", "field required (a string)" if value is None else "must be a string")
+    if value.__class__ is not str:
+        raise _fail(_join(path, key), "field required (a string)" if value is None else "must be a string")
     return value
 
 
@@ -81,71 +91,70 @@ def load_body(raw: bytes) -> Json:
 
 
 # ---- request: Anthropic -> OpenAI ---------------------------------------------------------------
+# A turn is [(message index, content)]; block helpers name fields relative to their block, and
+# the turn's loop puts the block's path in front when one fails (``_within``).
+
+Turn = list[tuple[int, Any]]
 
 
-def _blocks(content: object, path: str) -> list[tuple[str, Json]]:
-    """A message's content as (path, block) pairs; a string is one text block."""
-    if isinstance(content, str):
-        return [(path, {"type": "text", "text": content})]
-    if not isinstance(content, list):
-        raise _fail(path, "must be a string or an array of content blocks")
-    out = []
-    for j, block in enumerate(content):
-        where = f"{path}.{j}"
-        if not isinstance(block, dict):
-            raise _fail(where, "must be a content block object")
-        if not isinstance(block.get("type"), str):
-            raise _fail(f"{where}.type", "field required (a string)")
-        out.append((where, block))
-    return out
+def _kind(block: object) -> str:
+    if block.__class__ is not dict:
+        raise _fail("", "must be a content block object")
+    kind = block.get("type")
+    if kind.__class__ is not str:
+        raise _fail("type", "field required (a string)")
+    return kind
 
 
-def _image_part(block: Json, path: str) -> Json:
-    source = _object(block.get("source"), f"{path}.source")
+def _image_part(block: Json) -> Json:
+    source = _object(block.get("source"), "source")
     kind = source.get("type")
     if kind == "base64":
-        media = _str(source, "media_type", f"{path}.source")
-        data = _str(source, "data", f"{path}.source")
+        media = _str(source, "media_type", "source")
+        data = _str(source, "data", "source")
         return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
     if kind == "url":
-        return {"type": "image_url", "image_url": {"url": _str(source, "url", f"{path}.source")}}
-    raise _fail(f"{path}.source.type", "must be 'base64' or 'url'")
+        return {"type": "image_url", "image_url": {"url": _str(source, "url", "source")}}
+    raise _fail("source.type", "must be 'base64' or 'url'")
 
 
-def _document_text(block: Json, path: str) -> str:
-    source = _object(block.get("source"), f"{path}.source")
+def _document_text(block: Json) -> str:
+    source = _object(block.get("source"), "source")
     if source.get("type") != "text":
-        raise _fail(f"{path}.source.type", "only text documents can be sent to GLM (not PDFs or other files)")
-    text = _str(source, "data", f"{path}.source")
+        raise _fail("source.type", "only text documents can be sent to GLM (not PDFs or other files)")
+    text = _str(source, "data", "source")
     title = block.get("title")
     return f"{title}\n\n{text}" if isinstance(title, str) and title else text
 
 
-def _tool_result(block: Json, path: str) -> tuple[Json, list[Json]]:
+def _tool_result(block: Json) -> tuple[Json, list[Json]]:
     """The tool message, and the image parts the result held (for the user message after it)."""
-    call_id = _str(block, "tool_use_id", path)
+    call_id = _str(block, "tool_use_id")
     content = block.get("content")
     texts: list[str] = []
     images: list[Json] = []
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
-        for where, part in _blocks(content, f"{path}.content"):
-            kind = part["type"]
-            if kind == "text":
-                texts.append(_str(part, "text", where))
-            elif kind == "image":
-                images.append(_image_part(part, where))
-            elif kind == "document":
-                texts.append(_document_text(part, where))
-            else:
-                raise _fail(f"{where}.type", f"a tool result holds text, image or document blocks, not {kind!r}")
+        for k, part in enumerate(content):
+            try:
+                kind = _kind(part)
+                if kind == "text":
+                    texts.append(_str(part, "text"))
+                elif kind == "image":
+                    images.append(_image_part(part))
+                elif kind == "document":
+                    texts.append(_document_text(part))
+                else:
+                    raise _fail("type", f"a tool result holds text, image or document blocks, not {kind!r}")
+            except InvalidRequest as e:
+                raise _within(f"content.{k}", e) from None
     elif content is not None:
-        raise _fail(f"{path}.content", "must be a string or an array of content blocks")
+        raise _fail("content", "must be a string or an array of content blocks")
     text = "\n".join(texts)
     is_error = block.get("is_error")
     if is_error is not None and not isinstance(is_error, bool):
-        raise _fail(f"{path}.is_error", "must be true or false")
+        raise _fail("is_error", "must be true or false")
     if is_error:
         text = TOOL_ERROR + text
     if images:
@@ -153,52 +162,68 @@ def _tool_result(block: Json, path: str) -> tuple[Json, list[Json]]:
     return {"role": "tool", "tool_call_id": call_id, "content": text}, images
 
 
-def _user_turn(blocks: list[tuple[str, Json]], out: list[Json]) -> None:
+def _user_turn(turn: Turn, out: list[Json]) -> None:
     tool_messages: list[Json] = []
     parts: list[Json] = []
-    for path, block in blocks:
-        kind = block["type"]
-        if kind == "text":
-            parts.append({"type": "text", "text": _str(block, "text", path)})
-        elif kind == "image":
-            parts.append(_image_part(block, path))
-        elif kind == "document":
-            parts.append({"type": "text", "text": _document_text(block, path)})
-        elif kind == "tool_result":
-            message, images = _tool_result(block, path)
-            tool_messages.append(message)
-            parts.extend(images)
-        else:
-            raise _fail(f"{path}.type", f"a user message holds {USER_BLOCKS} blocks, not {kind!r}")
+    for i, content in turn:
+        if content.__class__ is str:
+            parts.append({"type": "text", "text": content})
+            continue
+        for j, block in enumerate(content):
+            try:
+                kind = _kind(block)
+                if kind == "text":
+                    parts.append({"type": "text", "text": _str(block, "text")})
+                elif kind == "tool_result":
+                    message, images = _tool_result(block)
+                    tool_messages.append(message)
+                    parts.extend(images)
+                elif kind == "image":
+                    parts.append(_image_part(block))
+                elif kind == "document":
+                    parts.append({"type": "text", "text": _document_text(block)})
+                else:
+                    raise _fail("type", f"a user message holds {USER_BLOCKS} blocks, not {kind!r}")
+            except InvalidRequest as e:
+                raise _within(f"messages.{i}.content.{j}", e) from None
     out.extend(tool_messages)
     if not parts:
         return
     if all(p["type"] == "text" for p in parts):
-        out.append({"role": "user", "content": "\n\n".join(p["text"] for p in parts)})
+        out.append({"role": "user", "content": parts[0]["text"] if len(parts) == 1 else
+                    "\n\n".join(p["text"] for p in parts)})
     else:
         out.append({"role": "user", "content": parts})
 
 
-def _assistant_turn(blocks: list[tuple[str, Json]], out: list[Json]) -> None:
+def _assistant_turn(turn: Turn, out: list[Json]) -> None:
     texts: list[str] = []
     calls: list[Json] = []
     thinking: list[str] = []
-    for path, block in blocks:
-        kind = block["type"]
-        if kind == "text":
-            text = _str(block, "text", path)
-            if text:
-                texts.append(text)
-        elif kind == "tool_use":
-            call_id = _str(block, "id", path)
-            name = _str(block, "name", path)
-            arguments = _object(block.get("input", {}), f"{path}.input")
-            calls.append({"id": call_id, "type": "function",
-                          "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}})
-        elif kind == "thinking":
-            thinking.append(_str(block, "thinking", path))
-        elif kind != "redacted_thinking":
-            raise _fail(f"{path}.type", f"an assistant message holds {ASSISTANT_BLOCKS} blocks, not {kind!r}")
+    for i, content in turn:
+        if content.__class__ is str:
+            if content:
+                texts.append(content)
+            continue
+        for j, block in enumerate(content):
+            try:
+                kind = _kind(block)
+                if kind == "text":
+                    text = _str(block, "text")
+                    if text:
+                        texts.append(text)
+                elif kind == "tool_use":
+                    call_id = _str(block, "id")
+                    name = _str(block, "name")
+                    arguments = _object(block.get("input", {}), "input")
+                    calls.append({"id": call_id, "type": "function",
+                                  "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}})
+                elif kind == "thinking":
+                    thinking.append(_str(block, "thinking"))
+                elif kind != "redacted_thinking":
+                    raise _fail("type", f"an assistant message holds {ASSISTANT_BLOCKS} blocks, not {kind!r}")
+            except InvalidRequest as e:
+                raise _within(f"messages.{i}.content.{j}", e) from None
     if not texts and not calls:
         return  # nothing a provider could read (only thinking, or empty text)
     message: Json = {"role": "assistant", "content": "\n\n".join(texts) if texts else None}
@@ -234,23 +259,23 @@ def _messages(body: Json) -> list[Json]:
     system = _system(body.get("system"))
     if system is not None:
         out.append({"role": "system", "content": system})
-    turn_role: str | None = None
-    turn: list[tuple[str, Json]] = []
+    turn_role: object = None
+    turn: Turn = []
     for i, message in enumerate(messages):
-        path = f"messages.{i}"
-        if not isinstance(message, dict):
-            raise _fail(path, "must be an object with role and content")
+        if message.__class__ is not dict:
+            raise _fail(f"messages.{i}", "must be an object with role and content")
         role = message.get("role")
-        if role not in ROLES:
-            raise _fail(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
-        if "content" not in message:
-            raise _fail(f"{path}.content", "field required")
-        blocks = _blocks(message["content"], f"{path}.content")
+        if role != "user" and role != "assistant":
+            raise _fail(f"messages.{i}.role", f"must be 'user' or 'assistant', got {role!r}")
+        content = message.get("content")
+        if content.__class__ is not str and content.__class__ is not list:
+            raise _fail(f"messages.{i}.content", "field required" if "content" not in message else
+                        "must be a string or an array of content blocks")
         if role != turn_role and turn_role is not None:
             (_user_turn if turn_role == "user" else _assistant_turn)(turn, out)
             turn = []
         turn_role = role
-        turn.extend(blocks)
+        turn.append((i, content))
     (_user_turn if turn_role == "user" else _assistant_turn)(turn, out)
     if len(out) == (system is not None):
         raise _fail("messages", "the messages hold no content a model could read")

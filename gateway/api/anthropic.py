@@ -72,7 +72,9 @@ def context_usage(usage: object, *, input_tokens: int = 0, output_estimate: int 
 async def messages(request: web.Request) -> web.StreamResponse:
     raw, body = await _body(request)
     payload = to_openai(body)
-    req = ChatRequest(payload=payload, raw=orjson.dumps(payload), stream=bool(payload.get("stream")))
+    # ``raw``: the client's bytes, whose size stands for the prompt's in routing; ``modified``: the
+    # body sent is the translation (serialized once, by the provider, with its own changes)
+    req = ChatRequest(payload=payload, raw=raw, stream=bool(payload.get("stream")), modified=True)
     ctx = context_of(request)
     ctx.stream = req.stream
     ctx.model_asked = payload["model"]
