@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from . import handlers, tokens
+from .api import anthropic as anthropic_api
 from .api import metrics as metrics_api
 from .api import stats
 from .clients.alerts import Alerts, WebhookSender
@@ -110,6 +111,8 @@ def create_app(
     for path in ("/v1/chat/completions", "/chat/completions"):
         # 100 Continue waits for the key and size checks: handlers read the body with read_body
         app.router.add_post(path, handlers.chat_completions, expect_handler=defer_continue)
+    app.router.add_post(anthropic_api.MESSAGES, anthropic_api.messages, expect_handler=defer_continue)
+    app.router.add_post(anthropic_api.COUNT_TOKENS, anthropic_api.count_tokens, expect_handler=defer_continue)
     for path in ("/v1/models", "/models"):
         app.router.add_get(path, handlers.models)
         app.router.add_get(path + "/{model:.+}", handlers.model)

@@ -7,11 +7,11 @@ import os
 import re
 import time
 
-import orjson
 import structlog
 from aiohttp import web
 
 from . import cors
+from .anthropic import errors as anthropic_errors
 from .context import RequestContext
 from .errors import (
     NO_RETRY_HEADER,
@@ -23,7 +23,6 @@ from .errors import (
     Unauthorized,
     UpstreamPassthrough,
     error_response,
-    should_retry,
     upstream_error_body,
 )
 from .logs import REQUEST_ID, access, redact
@@ -137,43 +136,42 @@ def stamp_response(ctx: RequestContext, response: web.StreamResponse) -> None:
 
 
 def error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
-    """Every failure becomes an OpenAI-shaped error with the right status; never a traceback.
-    What is not a failure (a redirect, a client that hung up) is raised again."""
+    """Every failure becomes an error with the right status; never a traceback. What is not a
+    failure (a redirect, a client that hung up) is raised again. The shape follows the route:
+    OpenAI's ``{"error": {...}}``, or Anthropic's on ``/v1/messages`` (the one switch)."""
     ctx = context_of(request)
+    render = anthropic_errors.error_response if anthropic_errors.is_anthropic_path(request.path) else error_response
     try:
         raise exc
     except GatewayError as e:
         ctx.error_type, ctx.error_code = e.type, e.code
-        return error_response(e)
+        return render(e)
     except UpstreamPassthrough as e:
         ctx.provider = e.provider
-        body = upstream_error_body(e.status, e.body)
-        body["error"]["message"] = redact(body["error"]["message"])  # an upstream may echo a key
-        ctx.error_type, ctx.error_code = body["error"]["type"], body["error"]["code"]
-        headers = {PROVIDER_HEADER: e.provider}
-        if not should_retry(e.status):
-            headers[NO_RETRY_HEADER] = "false"
-        return web.Response(status=e.status, body=orjson.dumps(body), content_type="application/json",
-                            headers=headers)
+        fields = upstream_error_body(e.status, e.body)["error"]
+        fields["message"] = redact(fields["message"])  # an upstream may echo a key
+        ctx.error_type, ctx.error_code = fields["type"], fields["code"]
+        return render(GatewayError(fields["message"], status=e.status, type=fields["type"], code=fields["code"],
+                                   param=fields["param"]), {PROVIDER_HEADER: e.provider})
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_request_bytes
-        return error_response(PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes"))
+        return render(PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes"))
     except web.HTTPNotFound:
-        return error_response(NotFound(f"no route for {request.method} {request.path}"))
+        return render(NotFound(f"no route for {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as e:
-        return error_response(
+        return render(
             MethodNotAllowed(f"{request.method} is not allowed on {request.path}"),
             {"Allow": ", ".join(sorted(e.allowed_methods))},
         )
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        return error_response(GatewayError(e.reason or "error", status=e.status, type="invalid_request_error"))
+        return render(GatewayError(e.reason or "error", status=e.status, type="invalid_request_error"))
     except ConnectionResetError:
         raise
     except Exception:
         log.exception("unhandled_error")
-        return error_response(GatewayError("internal gateway error; see the gateway log for this request id"))
+        return render(GatewayError("internal gateway error; see the gateway log for this request id"))
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -199,7 +197,7 @@ async def authenticate(request: web.Request, ctx: RequestContext) -> None:
         return
     token = bearer_token(request)
     if token is None:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <your gateway key>'")
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <your gateway key>' (or 'x-api-key')")
     store = request.app[KEYSTORE]
     key = await store.authenticate(token)
     if key is None:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway.usage")
 
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/messages"})
 COLUMNS = (
     "ts", "request_id", "client_key_id", "client_name", "provider", "upstream_key", "model_requested",
     "model_served", "stream", "status",
