@@ -10,7 +10,7 @@ from .config import Settings
 from .context import Recorder, RequestContext
 from .cors import CorsPolicy
 from .keystore import KeyStore
-from .observability import Metrics
+from .observability import Activity, Metrics
 from .routing import Router
 from .usage.ledger import Ledger
 
@@ -25,3 +25,4 @@ METRICS = web.AppKey("metrics", Metrics)
 LIVE: web.AppKey[set[RequestContext]] = web.AppKey("live")  # requests in flight (the middleware's)
 CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")  # None: CORS_ORIGINS unset, no CORS headers
 LEDGER = web.AppKey("ledger", Ledger)  # the usage ledger: its recorder, queue and writer
+ACTIVITY = web.AppKey("activity", Activity)  # the dashboard's recent requests, errors, fallbacks
