@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from http import HTTPStatus
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from ..context import RequestContext

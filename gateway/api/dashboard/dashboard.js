@@ -7,7 +7,7 @@
   const KEY_STORE = "glm-gateway.admin-key"; // sessionStorage: this tab only, gone when it closes
   const REFRESH_STORE = "glm-gateway.refresh-s"; // localStorage: a preference, not a secret
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const LEFT = 64, RIGHT = 8, TOP = 10, BOTTOM = 22; // chart margins (viewBox units)
+  const LEFT = 72, RIGHT = 8, TOP = 10, BOTTOM = 22; // chart margins (viewBox units)
   const HOUR = 3600, DAY = 86400;
 
   const $ = (id) => document.getElementById(id);
@@ -67,6 +67,9 @@
     x = Number(x) || 0;
     if (x !== 0 && Math.abs(x) < 0.01) return "$" + x.toPrecision(2);
     return "$" + x.toFixed(2);
+  }
+  function usdTick(x) { // an axis label: short, whatever the scale ($0.00005, $12.5)
+    return "$" + Number((Number(x) || 0).toPrecision(3));
   }
   function count(x) {
     x = Number(x) || 0;
@@ -361,9 +364,9 @@
     const perDay = buckets(month30.groups || [], "day", days);
     const hourName = (k) => new Date(k).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const dayName = (k) => k.slice(5);
-    barChart($("chart-cost-24h"), hours, perHour.map((g) => g.cost_usd), usd, hourName);
+    barChart($("chart-cost-24h"), hours, perHour.map((g) => g.cost_usd), usdTick, hourName);
     barChart($("chart-tokens-24h"), hours, perHour.map((g) => g.total_tokens), count, hourName);
-    barChart($("chart-cost-30d"), days, perDay.map((g) => g.cost_usd), usd, dayName);
+    barChart($("chart-cost-30d"), days, perDay.map((g) => g.cost_usd), usdTick, dayName);
     barChart($("chart-tokens-30d"), days, perDay.map((g) => g.total_tokens), count, dayName);
   }
 
