@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.keystore import KeyStore
 from gateway.state import KEYSTORE
 from tests import fakes
 from tests.conftest import CHAT, UPSTREAM_KEYS
@@ -157,8 +159,30 @@ async def test_the_dashboard_shows_keys_traffic_spend_errors_and_a_key_put_to_re
     assert page.console == []
 
 
+@dataclass(frozen=True)
+class Budgeted:
+    """A client key with budgets, as the budgets branch's ClientKey carries them."""
+
+    id: int
+    name: str
+    daily_usd: float | None = None
+    monthly_tokens: int | None = None
+
+
+def with_budgets(monkeypatch, **limits) -> None:
+    """Stand-in for the budgets branch: every client key carries these budgets (/stats reads them
+    off the keys the store lists)."""
+    real = KeyStore.list
+
+    async def listed(self):
+        return [Budgeted(k.id, k.name, **limits) for k in await real(self)]
+
+    monkeypatch.setattr(KeyStore, "list", listed)
+
+
 async def test_the_page_asks_for_an_admin_key_and_again_after_a_wrong_one(gateway, browser, monkeypatch):
     client = await gateway({"ENABLE_INCOMING_AUTH": "true"})
+    with_budgets(monkeypatch, daily_usd=0.00001, monthly_tokens=1000)
     hostile = '<img src=x onerror="window.pwned=1">alice'  # a client key's name, as HTML
     _, key = await client.server.app[KEYSTORE].add(hostile)
     assert (await client.post(CHAT_PATH, json=CHAT, headers={"Authorization": f"Bearer {key}"})).status == 200
@@ -190,6 +214,13 @@ async def test_the_page_asks_for_an_admin_key_and_again_after_a_wrong_one(gatewa
     await p.wait_for_selector("#clients tbody tr[data-client]")
     assert await page.rows("#clients tbody tr", "rows => rows.map(r => r.cells[0].textContent)") == [hostile]
     assert await p.query_selector("img") is None and await p.evaluate("window.pwned") is None
+    # its budgets as bars: 6 tokens of 1,000 this month, and a day's $0.00001 overspent
+    budgets = await page.rows("#clients tbody tr .budget", "spans => spans.map(s => [s.textContent, "
+                                                           "s.querySelector('.bar').className, "
+                                                           "parseFloat(s.querySelector('.bar > span').style.width)])")
+    assert budgets[0][0].startswith("day $") and budgets[0][1:] == ["bar over", 100]
+    assert budgets[1] == ["month 6 / 1000 (1%)", "bar", 0.6]
+    await page.screenshot("dashboard-admin.png")
 
     # the key travels in a header only, and the tab keeps it: a reload does not ask again
     await p.reload()
