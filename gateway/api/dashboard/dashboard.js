@@ -9,6 +9,7 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   const LEFT = 72, RIGHT = 8, TOP = 10, BOTTOM = 22; // chart margins (viewBox units)
   const HOUR = 3600, DAY = 86400;
+  const FETCH_TIMEOUT_MS = 15000;
 
   const $ = (id) => document.getElementById(id);
   let timer = null;
@@ -104,11 +105,15 @@
     const headers = { Accept: "application/json" };
     const key = load("sessionStorage", KEY_STORE);
     if (key) headers.Authorization = "Bearer " + key;
-    const resp = await fetch(path, { headers, cache: "no-store", credentials: "omit", redirect: "error" });
+    // a call that hangs must not stop the refreshing: it fails after FETCH_TIMEOUT_MS
+    const signal = AbortSignal.timeout ? AbortSignal.timeout(FETCH_TIMEOUT_MS) : undefined;
+    const resp = await fetch(path, { headers, cache: "no-store", credentials: "omit", redirect: "error", signal });
     let body = null;
     try { body = await resp.json(); } catch (e) { body = null; }
     if (resp.status === 401 || resp.status === 403) throw new AuthError(resp.status, messageOf(body, resp.statusText));
-    if (!resp.ok) throw new Error(path.split("?")[0] + " answered " + resp.status + ": " + messageOf(body, resp.statusText));
+    if (!resp.ok) {
+      throw new Error(path.split("?")[0] + " answered " + resp.status + ": " + messageOf(body, resp.statusText));
+    }
     return body;
   }
 
@@ -162,7 +167,7 @@
     clearTimeout(timer);
     timer = null;
     const every = Number($("refresh").value);
-    if (every > 0 && $("login").hidden) timer = setTimeout(refresh, every * 1000);
+    if (every > 0 && $("login").hidden && !document.hidden) timer = setTimeout(refresh, every * 1000);
   }
 
   // ---- the key -----------------------------------------------------------------------------------
@@ -312,7 +317,8 @@
       node.append(svg("polyline", { points, class: "line " + s.name }));
       s.values.forEach((v, i) => {
         if (!v) return; // a point for each bucket that had any
-        const dot = svg("circle", { cx: xAt(i).toFixed(1), cy: yAt(v).toFixed(1), r: 2.5, class: "pt " + s.name, "data-v": v });
+        const dot = svg("circle",
+          { cx: xAt(i).toFixed(1), cy: yAt(v).toFixed(1), r: 2.5, class: "pt " + s.name, "data-v": v });
         dot.append(svg("title", {}, s.name + " " + v + " at " + xfmt(xs[i])));
         node.append(dot);
       });
@@ -468,6 +474,9 @@
       $("login").hidden = true;
       $("status").textContent = "checking the key…";
       refresh();
+    });
+    document.addEventListener("visibilitychange", () => { // a hidden tab does not poll the gateway
+      if (!document.hidden && !busy && $("login").hidden && timer === null && Number($("refresh").value) > 0) refresh();
     });
     $("forget").addEventListener("click", () => {
       save("sessionStorage", KEY_STORE, null);
