@@ -287,7 +287,7 @@ def _option(param: str, parse: Callable[[str], T]) -> T:
               help="Start: 7d, 24h, 30m ago, 'today', epoch seconds or an ISO date/date-time (UTC).")
 @click.option("--until", default="now", show_default=True, help="End, in the same forms.")
 @click.option("--by", "by", default="provider", show_default=True,
-              help="Group by provider, client, model or day (comma-separated for several).")
+              help="Group by provider, client, model, day or hour (comma-separated for several).")
 @click.pass_obj
 def usage(db: str, since: str, until: str, by: str) -> None:
     """Requests, tokens, cost and savings from the usage ledger, grouped.

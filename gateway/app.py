@@ -16,7 +16,7 @@ from aiohttp import web
 from . import handlers, tokens
 from .api import anthropic as anthropic_api
 from .api import metrics as metrics_api
-from .api import stats
+from .api import dashboard, stats
 from .clients.alerts import Alerts, WebhookSender
 from .clients.tracker import SpendTracker
 from .config import LOCAL, ConfigError, Settings
@@ -24,13 +24,14 @@ from .context import RequestContext
 from .cors import CorsPolicy
 from .keypool import KeyPool
 from .keystore import KeyStore
-from .middleware import gateway
-from .observability import Metrics
+from .middleware import OPEN_PATHS, gateway
+from .observability import Activity, Metrics
 from .providers import openai, zai
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
 from .server import defer_continue
 from .state import (
+    ACTIVITY,
     BUDGETS,
     CORS,
     HTTP,
@@ -83,6 +84,9 @@ def create_app(
                       live=live)
     app[METRICS] = metrics
     app[RECORDERS].append(metrics.record)  # after the usage ledger's, which prices the context first
+    # the dashboard's recent activity; watching the gateway is not counted as its traffic
+    activity = app[ACTIVITY] = Activity(quiet={*OPEN_PATHS, "/_status", "/stats", metrics_api.PATH, dashboard.DATA})
+    app[RECORDERS].append(activity.record)
     app.cleanup_ctx.append(_upstream_session(session_factory))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
@@ -120,6 +124,7 @@ def create_app(
     app.router.add_get("/_status", handlers.status)
     app.router.add_get(metrics_api.PATH, metrics_api.metrics)
     app.router.add_get("/stats", stats.stats)
+    dashboard.add_routes(app.router)
     return app
 
 

@@ -11,7 +11,7 @@ from .config import Settings
 from .context import Recorder, RequestContext
 from .cors import CorsPolicy
 from .keystore import KeyStore
-from .observability import Metrics
+from .observability import Activity, Metrics
 from .routing import Router
 from .usage.ledger import Ledger
 from .usage.reqlog import RequestLog
@@ -31,3 +31,4 @@ LIVE: web.AppKey[set[RequestContext]] = web.AppKey("live")  # requests in flight
 CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")  # None: CORS_ORIGINS unset, no CORS headers
 LEDGER = web.AppKey("ledger", Ledger)  # the usage ledger: its recorder, queue and writer
 REQUEST_LOG = web.AppKey("request_log", RequestLog)  # LOG_REQUESTS=true only: the request log
+ACTIVITY = web.AppKey("activity", Activity)  # the dashboard's recent requests, errors, fallbacks

@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import middleware
 from gateway.context import AttemptRecord, RequestContext, Usage
 from gateway.observability.collectors import breaker_state
 from gateway.observability.metrics import OTHER, Bounded, error_type
@@ -206,29 +205,17 @@ async def test_openmetrics_when_the_scraper_asks_for_it(gateway):
     assert (await resp.text()).rstrip().endswith("# EOF")
 
 
-async def test_no_secret_in_the_exposition(gateway, fake, client_key, monkeypatch):
-    as_admin(monkeypatch)
+async def test_no_secret_in_the_exposition(gateway, fake, client_key, admin_key):
     client = await gateway({"ENABLE_INCOMING_AUTH": "true"})
     assert (await client.post(CHAT_PATH, json=CHAT, headers=auth_header(client_key))).status == 200
-    resp = await client.get("/metrics", headers=auth_header(client_key))
+    resp = await client.get("/metrics", headers=auth_header(admin_key))
     text = await resp.text()
     assert resp.status == 200 and 'client="tester"' in text
-    for secret in (client_key, *UPSTREAM_KEYS.values()):
+    for secret in (client_key, admin_key, *UPSTREAM_KEYS.values()):
         assert secret not in text
 
 
 # ---- who may read it ------------------------------------------------------------------------------
-
-def as_admin(monkeypatch) -> None:
-    """Stand-in for the roles branch: every authenticated key is an admin."""
-    real = middleware.authenticate
-
-    async def authenticate(request, ctx):
-        await real(request, ctx)
-        ctx.client_role = "admin"
-
-    monkeypatch.setattr(middleware, "authenticate", authenticate)
-
 
 async def test_auth_on_without_a_key_gets_401(gateway):
     client = await gateway({"ENABLE_INCOMING_AUTH": "true"})
@@ -246,10 +233,9 @@ async def test_auth_on_a_client_key_that_is_not_admin_gets_403(gateway, client_k
     assert resp.headers["x-should-retry"] == "false"
 
 
-async def test_auth_on_an_admin_key_reads_it(gateway, client_key, monkeypatch):
-    as_admin(monkeypatch)
+async def test_auth_on_an_admin_key_reads_it(gateway, admin_key):
     client = await gateway({"ENABLE_INCOMING_AUTH": "true"})
-    series = await scrape(client, auth_header(client_key))
+    series = await scrape(client, auth_header(admin_key))
     assert value(series, "glm_gateway_key_available", provider="cerebras") == 3
 
 

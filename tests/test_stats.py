@@ -82,6 +82,7 @@ def test_any_text_is_a_time_that_can_be_shown_or_a_named_error(text):
         ("client,provider,model,day", ("client", "provider", "model", "day")),
         (" Day , model ", ("day", "model")),
         ("model,model", ("model",)),
+        ("HOUR,provider", ("hour", "provider")),
     ],
 )
 def test_parse_group_by(text, expected):
@@ -193,6 +194,18 @@ async def test_since_until_and_group_by(gateway, key_db):
     by_day = await get_stats(client, "?since=7d&group_by=day")
     assert sum(g["requests"] for g in by_day["groups"]) == 4 and len(by_day["groups"]) in (2, 3)
     assert all(len(g["day"]) == 10 for g in by_day["groups"])
+
+
+async def test_group_by_hour_keys_each_utc_hour_as_an_iso_time(gateway, key_db):
+    client = await gateway()
+    hour = dt.datetime(2026, 3, 15, 10, tzinfo=dt.UTC).timestamp()
+    for ts, tokens in ((hour + 5, 10), (hour + 3599, 20), (hour + 3600, 40), (hour - 1, 80)):
+        insert(key_db, ts=ts, request_id=f"h{ts}", provider="cerebras", prompt_tokens=tokens, completion_tokens=0,
+               cost_usd=tokens / 1000)
+    body = await get_stats(client, f"?since={hour - 7200:.0f}&until={hour + 7200:.0f}&group_by=hour")
+    assert body["group_by"] == ["hour"]
+    assert [(g["hour"], g["requests"], g["total_tokens"]) for g in body["groups"]] == [
+        ("2026-03-15T09:00:00Z", 1, 80), ("2026-03-15T10:00:00Z", 2, 30), ("2026-03-15T11:00:00Z", 1, 40)]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 Parameters: ``since`` (default: 30 days ago), ``until`` (default: now), each a relative time
 (``7d``, ``24h``, ``30m``), ``today``, epoch seconds or an ISO date / date-time; ``group_by``:
-``client``, ``provider``, ``model`` (served), ``day``, comma-separated. A bad one is a 400 naming it.
+``client``, ``provider``, ``model`` (served), ``day``, ``hour`` (UTC), comma-separated. A bad
+one is a 400 naming it.
 
 Rows still queued are written first, so the answer includes every request that ended before it
 (when the database cannot be written just then, ``pending_rows`` says how many are missing).

@@ -25,9 +25,11 @@ GROUPS: dict[str, tuple[str, ...]] = {  # group name -> SQL expressions, named a
     "provider": ("provider",),
     "model": ("model_served AS model",),
     "day": ("strftime('%Y-%m-%d', ts, 'unixepoch') AS day",),
+    "hour": ("strftime('%Y-%m-%dT%H:00:00Z', ts, 'unixepoch') AS hour",),  # UTC, as ISO times
 }
 _GROUP_KEYS = {"client": "client_key_id", "provider": "provider", "model": "model_served",
-               "day": "strftime('%Y-%m-%d', ts, 'unixepoch')"}
+               "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
+               "hour": "strftime('%Y-%m-%dT%H', ts, 'unixepoch')"}
 METRICS = """
     count(*) AS requests,
     coalesce(sum(status >= 400), 0) AS failed_requests,
@@ -96,7 +98,7 @@ def _when(value: str, now: float) -> float | None:
 
 
 def parse_group_by(text: str | None, param: str = "group_by") -> tuple[str, ...]:
-    """``client``, ``provider``, ``model``, ``day``, or several comma-separated, in that order given."""
+    """``client``, ``provider``, ``model``, ``day``, ``hour``, or several comma-separated, in the order given."""
     if text is None or not text.strip():
         return ()
     names: list[str] = []
