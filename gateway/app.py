@@ -13,19 +13,23 @@ import structlog
 from aiohttp import web
 
 from . import handlers, tokens
+from .api import health as health_api
+from .api import local_admin
 from .api import metrics as metrics_api
-from .config import ConfigError, Settings
+from .config import LOCAL, ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
 from .httpclient import HTTPClient, default_tls_context
 from .keypool import KeyPool
 from .keystore import KeyStore
+from .local.backend import LocalBackend
 from .middleware import gateway
 from .observability import Metrics
 from .providers import openai, zai
+from .providers.base import Provider
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
-from .state import CORS, HTTP, KEYSTORE, LIVE, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
+from .state import CORS, HTTP, KEYSTORE, LIVE, LOCAL_BACKEND, METRICS, RECORDERS, REPAIRS, ROUTER, SETTINGS
 
 log = structlog.get_logger("gateway.app")
 
@@ -56,6 +60,8 @@ def create_app(
     app.cleanup_ctx.append(_http_client(http_client or _default_client))
     if settings.enable_incoming_auth:
         app.cleanup_ctx.append(_keystore)
+    if settings.local is not None:
+        app.cleanup_ctx.append(_local_backend)
     app.cleanup_ctx.append(_router(clock))
     for path in ("/v1/chat/completions", "/chat/completions"):
         app.router.add_post(path, handlers.chat_completions)
@@ -63,6 +69,8 @@ def create_app(
         app.router.add_get(path, handlers.models)
         app.router.add_get(path + "/{model:.+}", handlers.model)
     app.router.add_get("/health", handlers.health)
+    app.router.add_get(health_api.READY_PATH, health_api.ready)
+    local_admin.add_routes(app)
     app.router.add_get("/_status", handlers.status)
     app.router.add_get(metrics_api.PATH, metrics_api.metrics)
     return app
@@ -105,10 +113,47 @@ async def _keystore(app: web.Application) -> AsyncIterator[None]:
         await store.close()  # flushes pending usage
 
 
-def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], float] = time.monotonic) -> Router:
-    """The configured providers, each with its key pool, behind one Router, over ``client``."""
-    upstreams = [
-        Upstream(
+async def _local_backend(app: web.Application) -> AsyncIterator[None]:
+    """The llama.cpp servers the gateway runs (LOCAL_MODEL_PATH / LOCAL_MODELS_DIR): each one's
+    calls go through an OpenAI-compatible provider on the app's upstream client."""
+    settings = app[SETTINGS]
+    assert settings.local is not None
+    cfg = next(p for p in settings.providers if p.name == LOCAL)
+    client = app[HTTP]
+    timeouts = dataclasses.replace(settings.timeouts, read=cfg.read_timeout or settings.timeouts.read)
+
+    def provider_for(base_url: str, model: str) -> Provider:
+        return OpenAICompatible(dataclasses.replace(cfg, base_url=base_url, model=model), client, timeouts,
+                                ERROR_MAPPERS[cfg.dialect])
+
+    backend = LocalBackend(settings.local, provider_for, drain_timeout=settings.timeouts.total)
+    app[LOCAL_BACKEND] = backend
+    await backend.start()
+    try:
+        yield
+    finally:
+        await backend.close()
+
+
+def build_router(
+    settings: Settings,
+    client: HTTPClient,
+    clock: Callable[[], float] = time.monotonic,
+    local: LocalBackend | None = None,
+) -> Router:
+    """The configured providers, each with its key pool, behind one Router, over ``client``;
+    ``local``: the managed local backend, which serves as the ``local`` provider."""
+    upstreams = []
+    for p in settings.providers:
+        pool = KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock)
+        if p.name == LOCAL and local is not None:
+            upstreams.append(Upstream(name=p.name, provider=local.provider, pool=pool, model_for=local.model_for,
+                                      unready=local.unready, owns=local.owns))
+            # a server that just became ready is known good: what its dead predecessor's requests
+            # did to the key's breaker no longer says anything
+            local.supervisor.on_ready.append(lambda _child, pool=pool: _heard_from(pool))
+            continue
+        upstreams.append(Upstream(
             name=p.name,
             provider=OpenAICompatible(
                 p,
@@ -116,12 +161,10 @@ def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], flo
                 dataclasses.replace(settings.timeouts, read=p.read_timeout or settings.timeouts.read),
                 ERROR_MAPPERS[p.dialect],
             ),
-            pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
+            pool=pool,
             max_prompt_tokens=p.max_prompt_tokens,
             model_for=p.model_for,
-        )
-        for p in settings.providers
-    ]
+        ))
     return Router(
         upstreams,
         max_key_wait=settings.max_key_wait,
@@ -130,9 +173,14 @@ def build_router(settings: Settings, client: HTTPClient, clock: Callable[[], flo
     )
 
 
+def _heard_from(pool: KeyPool) -> None:
+    for key in pool.keys:
+        key.breaker.succeeded()
+
+
 def _router(clock: Callable[[], float]):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        router = build_router(app[SETTINGS], app[HTTP], clock)
+        router = build_router(app[SETTINGS], app[HTTP], clock, app.get(LOCAL_BACKEND))
         if router.needs_estimates:
             await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
         app[ROUTER] = router

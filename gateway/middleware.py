@@ -30,7 +30,7 @@ from .state import CORS, KEYSTORE, LIVE, RECORDERS, SETTINGS
 
 log = structlog.get_logger("gateway.http")
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/health/ready"})
 METRICS_PATH = "/metrics"  # open too when METRICS_PUBLIC=true
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"

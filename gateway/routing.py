@@ -78,6 +78,10 @@ class Upstream:
     pool: KeyPool
     max_prompt_tokens: int | None = None
     model_for: Callable[[object], str] | None = None  # the model it is sent for a requested one
+    # a backend that is not always there (the managed local model): for a requested model, None
+    # when it can take the request now, else the error to answer if nothing else can
+    unready: Callable[[object], GatewayError | None] | None = None
+    owns: Callable[[object], bool] | None = None  # requested models only it may serve (a local GGUF)
 
 
 @dataclass
@@ -112,6 +116,24 @@ def plan(upstreams: Sequence[Upstream], prompt_tokens: int | None) -> tuple[list
     return (kept, notes) if kept else (list(upstreams), [])
 
 
+def admit(upstreams: Sequence[Upstream], model: object) -> list[Upstream]:
+    """The upstreams that may take a request for ``model`` now: the one that owns the model if
+    one does (a local GGUF's name goes to local only), less those not ready (a local model that
+    is loading). None left: the first one's error (503 with Retry-After while a model loads)."""
+    owners = [up for up in upstreams if up.owns is not None and up.owns(model)]
+    kept: list[Upstream] = []
+    error: GatewayError | None = None
+    for up in owners or upstreams:
+        why = up.unready(model) if up.unready is not None else None
+        if why is None:
+            kept.append(up)
+        elif error is None:
+            error = why
+    if not kept and error is not None:
+        raise error
+    return kept
+
+
 def request_cost(req: ChatRequest) -> int:
     """Tokens a rate limiter charges up front: a cheap prompt estimate plus the completion cap."""
     asked = req.payload.get("max_completion_tokens") or req.payload.get("max_tokens") or 0
@@ -136,6 +158,7 @@ class Router:
         # with a single upstream there is nowhere else to send a big prompt: never estimate
         limits = [up.max_prompt_tokens for up in self.upstreams if up.max_prompt_tokens is not None]
         self._smallest_limit = min(limits) if limits and len(self.upstreams) > 1 else None
+        self._gated = any(up.unready is not None or up.owns is not None for up in self.upstreams)
 
     @property
     def needs_estimates(self) -> bool:
@@ -185,7 +208,8 @@ class Router:
         call: Callable[[Upstream, str], Awaitable[tuple[R, object]]],
         ctx: RequestContext,
     ) -> Served:
-        targets, notes = plan(self.upstreams, await self.prompt_tokens(req))
+        upstreams = admit(self.upstreams, req.model) if self._gated else self.upstreams
+        targets, notes = plan(upstreams, await self.prompt_tokens(req))
         if notes:
             ctx.skipped = notes
         cost = request_cost(req)

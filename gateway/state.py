@@ -10,6 +10,7 @@ from .context import Recorder, RequestContext
 from .cors import CorsPolicy
 from .httpclient import HTTPClient
 from .keystore import KeyStore
+from .local.backend import LocalBackend
 from .observability import Metrics
 from .routing import Router
 
@@ -23,3 +24,4 @@ RECORDERS: web.AppKey[list[Recorder]] = web.AppKey("recorders")
 METRICS = web.AppKey("metrics", Metrics)
 LIVE: web.AppKey[set[RequestContext]] = web.AppKey("live")  # requests in flight (the middleware's)
 CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")  # None: CORS_ORIGINS unset, no CORS headers
+LOCAL_BACKEND = web.AppKey("local_backend", LocalBackend)  # set when the gateway runs llama.cpp itself
