@@ -4,10 +4,10 @@
         --alias model.gguf [--slot-save-path DIR] [LOCAL_SERVER_ARGS...]
 
 The API key comes in the environment (``LLAMA_API_KEY``, as llama-server reads it), not on the
-command line other users can see. Exit codes: 0 stopped (SIGTERM/SIGINT), 1 the model did not
-load (llama.cpp's reason is on stderr), 2 bad arguments (the message on stderr names them). The
-process also exits when the gateway that started it is gone, so a gateway killed with SIGKILL
-leaves no server behind.
+command line other users can see; so does the gateway's pid (``GATEWAY_PID``). Exit codes: 0
+stopped (SIGTERM/SIGINT), 1 the model did not load (llama.cpp's reason is on stderr), 2 bad
+arguments (the message on stderr names them). The process also exits when the gateway that
+started it is gone, so a gateway killed with SIGKILL leaves no server behind.
 """
 from __future__ import annotations
 
@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     apply(p, settings, xlc)
 
     stop = threading.Event()
-    threading.Thread(target=_watch_parent, args=(os.getppid(), stop), daemon=True).start()
+    # the gateway says who it is: a gateway that died before this line ran is not mistaken for
+    # whatever process adopted this one
+    parent = int(os.environ.get("GATEWAY_PID") or os.getppid())
+    if os.getppid() != parent:
+        return 0
+    threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:

@@ -114,7 +114,7 @@ class _Reader:
         return self._take(self._string_length()).decode("utf-8")
 
     def header(self) -> GGUFInfo:
-        if self._take(4) != MAGIC:
+        if self.f.read(4) != MAGIC:
             raise GGUFError("not a GGUF file (it does not start with 'GGUF')")
         raw = self._take(4)
         version = struct.unpack("<I", raw)[0]

@@ -178,7 +178,8 @@ class Child:
 
     async def start(self, session: aiohttp.ClientSession, within: float) -> None:
         """Spawn the server and return once it is ready; LoadFailed (the process stopped) if not."""
-        env = {**os.environ, "LLAMA_API_KEY": self.api_key, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "LLAMA_API_KEY": self.api_key, "PYTHONUNBUFFERED": "1",
+               "GATEWAY_PID": str(os.getpid())}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_project_root(), env.get("PYTHONPATH")) if p)
         self.started_at = time.monotonic()
         try:
@@ -236,6 +237,8 @@ class Child:
                 log.debug("local_server_output", pid=self.pid, line=line[:500])
 
     async def _drained_output(self) -> None:
+        """Wait (briefly) for the output's end: asyncio closes the process's transport only once
+        its pipes are read to the end."""
         if self._reader is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
@@ -261,7 +264,8 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        if self._reader is not None:
+        await self._drained_output()
+        if self._reader is not None and not self._reader.done():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
@@ -313,7 +317,7 @@ class Supervisor:
         self.restarts = 0
         self.last_switch: dict[str, object] | None = None
         self._keeper: asyncio.Task[None] | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], Child] = {}  # old servers draining after a switch
         self._switching = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
@@ -338,7 +342,8 @@ class Supervisor:
 
     def begin(self, launch: Launch) -> None:
         """Start keeping ``launch`` running (at the gateway's start); returns at once."""
-        self._keeper = background(self._keep(launch))
+        self.active = Child(launch, self.port(), self.provider_for)
+        self._keeper = background(self._keep(launch, self.active))
 
     def refuse(self, launch: Launch, reason: str) -> None:
         """``launch`` may not run (checked before any process): local stays failed with ``reason``."""
@@ -393,8 +398,8 @@ class Supervisor:
             await child.stop()
 
         task = background(retire())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring[task] = child
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
     async def close(self) -> None:
         self._closed = True
@@ -402,24 +407,24 @@ class Supervisor:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
-        children = [c for c in (self.active, self.pending) if c is not None]
+        draining = dict(self._retiring)
+        for task in draining:
+            task.cancel()  # no more waiting for their requests: the gateway is stopping
+        await asyncio.gather(*draining, return_exceptions=True)
+        children = [c for c in (self.active, self.pending, *draining.values()) if c is not None]
         await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
-        for task in list(self._retiring):
-            task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
     # ---- keeping the active child alive ----------------------------------------------------------
 
-    async def _keep(self, launch: Launch, child: Child | None = None) -> None:
-        """Keep ``launch`` served: (re)start its child, restart it with backoff when it dies."""
+    async def _keep(self, launch: Launch, child: Child) -> None:
+        """Keep ``launch`` served: by ``child`` (ready, or yet to start), then by a new child each
+        time the last one dies, after a backoff."""
         load_failures = crashes = 0
         try:
             while not self._closed:
-                if child is None:
-                    child = Child(launch, self.port(), self.provider_for)
-                    self.active = child
+                if child.phase is not Phase.READY:
                     try:
                         await child.start(self.session, self.start_timeout)
                     except LoadFailed as e:
@@ -432,7 +437,7 @@ class Supervisor:
                             return
                         child.phase, child.reason = Phase.RESTARTING, e.reason
                         await self.sleep(backoff(load_failures))
-                        child = None
+                        child = self._successor(launch)
                         continue
                     load_failures = 0
                     await self._became_ready(child)
@@ -445,11 +450,16 @@ class Supervisor:
                 log.error("local_server_died", model=launch.model, pid=child.pid, code=code, reason=child.reason,
                           restart_in=backoff(crashes), in_flight=child.inflight)
                 await self.sleep(backoff(crashes))
-                child = None
+                child = self._successor(launch)
         except asyncio.CancelledError:
-            if child is not None and child is not self.active and child.phase is not Phase.READY:
+            if child is not self.active and child.phase is not Phase.READY:
                 await child.stop()  # a restart that a switch made pointless (a ready one drains first)
             raise
+
+    def _successor(self, launch: Launch) -> Child:
+        child = Child(launch, self.port(), self.provider_for)
+        self.active = child
+        return child
 
     async def _became_ready(self, child: Child) -> None:
         for hook in self.on_ready:
