@@ -196,8 +196,8 @@ class Child:
         self._reader = asyncio.create_task(self._read_output())
         log.info("local_server_starting", model=self.launch.model, pid=self.proc.pid, port=self.port)
         await self._wait_ready(session, within)
-        self.phase, self.ready_at = Phase.READY, time.monotonic()
-        log.info("local_server_ready", model=self.launch.model, pid=self.pid, port=self.port,
+        self.ready_at = time.monotonic()  # (READY once the supervisor's hooks have run)
+        log.info("local_server_up", model=self.launch.model, pid=self.pid, port=self.port,
                  seconds=round(self.ready_at - self.started_at, 3))
 
     async def _wait_ready(self, session: aiohttp.ClientSession, within: float) -> None:
@@ -462,6 +462,8 @@ class Supervisor:
         return child
 
     async def _became_ready(self, child: Child) -> None:
+        """The hooks (a saved warm-up restored, the key's breaker reset) run before the server
+        takes requests: its first request finds the warmed prefix."""
         for hook in self.on_ready:
             try:
                 result = hook(child)
@@ -469,3 +471,6 @@ class Supervisor:
                     await result
             except Exception:  # a hook's bug must not stop the server from serving
                 log.exception("local_ready_hook_failed", model=child.launch.model)
+        child.phase = Phase.READY
+        log.info("local_server_ready", model=child.launch.model, pid=child.pid,
+                 seconds=round(time.monotonic() - child.started_at, 3))
