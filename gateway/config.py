@@ -81,7 +81,7 @@ class LocalSettings:
     default_model: str  # its name: the file's path relative to the folder (or the file's name)
     model_path: Path | None = None
     models_dir: Path | None = None
-    ctx_size: int = 4096  # 0: the model's trained context
+    ctx_size: int | None = None  # None: 4096, or the model's trained context if shorter; 0: the trained one
     parallel: int = 1  # slots: requests served at once (the context is split between them)
     threads: int = 0  # 0: llama.cpp's choice
     gpu_layers: int = 0  # layers offloaded to a GPU; -1 all
@@ -256,7 +256,7 @@ def _managed(r: "_Reader", path: str, folder: str, model: str) -> LocalSettings 
     slot_dir = r.text("LOCAL_SLOT_DIR", "./data/local-slots")
     tuning = LocalSettings(
         default_model="",
-        ctx_size=r.integer("LOCAL_CTX_SIZE", 4096, minimum=0, maximum=1 << 24),
+        ctx_size=r.integer("LOCAL_CTX_SIZE", 0, minimum=0, maximum=1 << 24) if r.text("LOCAL_CTX_SIZE", "") else None,
         parallel=r.integer("LOCAL_PARALLEL", 1, minimum=1, maximum=256),
         threads=r.integer("LOCAL_THREADS", 0, minimum=0, maximum=1024),
         gpu_layers=r.integer("LOCAL_GPU_LAYERS", 0, minimum=-1),

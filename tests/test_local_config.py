@@ -26,7 +26,7 @@ def test_a_gguf_file_alone_is_a_configuration(gguf_models):
     assert (local.name, local.base_url, local.model) == (LOCAL, MANAGED_LOCAL_URL, "a.gguf")
     assert s.local is not None
     assert (s.local.default_model, s.local.model_path, s.local.models_dir) == ("a.gguf", gguf_models["a"], None)
-    assert (s.local.ctx_size, s.local.parallel, s.local.threads, s.local.gpu_layers) == (4096, 1, 0, 0)
+    assert (s.local.ctx_size, s.local.parallel, s.local.threads, s.local.gpu_layers) == (None, 1, 0, 0)
     assert (s.local.auto_switch, s.local.server_args, s.local.slot_dir) == (False, (), Path("./data/local-slots"))
     assert s.public_models == ["a.gguf"]
 

@@ -505,6 +505,7 @@ async def test_a_local_model_that_cannot_start_leaves_the_cloud_serving(folder, 
         status, headers, raw = await chat(client, model="huge.gguf")  # asked for by name: only local may serve
         assert status == 503 and orjson.loads(raw)["error"]["code"] == "local_model_failed"
         assert "of memory is available" in orjson.loads(raw)["error"]["message"]
+        assert headers["x-should-retry"] == "false" and headers["Retry-After"]  # an admin has to act
         async with client.get("/health/ready") as r:
             assert r.status == 200 and (await r.json())["backends"] == {"cerebras": "ready", "local": "failed"}
     finally:

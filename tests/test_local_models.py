@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from gateway.local.gguf import GGUFInfo
-from gateway.local.models import ModelFile, ModelFolder, available_memory, check, owns
+from gateway.config import LocalSettings
+from gateway.local.backend import LocalBackend
+from gateway.local.models import ModelFile, ModelFolder, available_memory, check, default_ctx, owns
 
 
 @pytest.fixture
@@ -129,3 +131,22 @@ def test_available_memory(tmp_path):
                                           (None, False), (5, False), ("gguf", False)])
 def test_owns(model, local):
     assert owns(model) is local
+
+
+@pytest.mark.parametrize("trained, ctx", [(2048, 2048), (4096, 4096), (131072, 4096), (None, 4096)])
+def test_default_ctx(trained, ctx):
+    info = GGUFInfo(3, 1, "llama", None, None, trained, False)
+    assert default_ctx(ModelFile("m.gguf", Path("/m"), 1, info)) == ctx
+
+
+def test_with_no_context_size_set_a_short_model_loads_with_its_own(folder):
+    """A 2048-token model with LOCAL_CTX_SIZE unset is not refused: it gets its trained context."""
+    backend = LocalBackend(LocalSettings(default_model="a.gguf", models_dir=folder),
+                           provider_for=lambda url, model: None)  # type: ignore[arg-type,return-value]
+    backend.folder.scan()
+    launch, reason = backend.launch("a.gguf", None)
+    assert reason is None and launch is not None and launch.ctx_size == 2048
+    launch, reason = backend.launch("qwen/b.GGUF", None)
+    assert reason is None and launch is not None and launch.ctx_size == 4096
+    launch, reason = backend.launch("a.gguf", 4096)  # asked for: checked
+    assert reason is not None and "trained context of 2048" in reason

@@ -21,9 +21,9 @@ import structlog
 
 from ..chat import ChatRequest
 from ..config import LOCAL, LocalSettings
-from ..errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+from ..errors import NO_RETRY_HEADER, GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from ..providers.base import Completion, Failure, Stream, UpstreamError
-from .models import ModelFile, ModelFolder, available_memory, check, owns
+from .models import DEFAULT_CTX, ModelFile, ModelFolder, available_memory, check, default_ctx, owns
 from .supervisor import (
     Child,
     Launch,
@@ -41,6 +41,16 @@ log = structlog.get_logger("gateway.local")
 LOADING_RETRY = 2.0  # Retry-After while a model loads, seconds
 FAILED_RETRY = 30.0  # Retry-After while the local model is failed (an admin has to act)
 WARM_TIMEOUT = 600.0  # seconds a warm-up may take (a long prompt on a CPU)
+
+
+class LocalModelFailed(ServiceUnavailable):
+    """The local model will not serve until an admin switches to another: a client's retry cannot
+    help, so SDKs are told not to (``x-should-retry: false``); Retry-After stays, for people."""
+
+    code = "local_model_failed"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), NO_RETRY_HEADER: "false"}
 
 
 class Conflict(GatewayError):
@@ -121,7 +131,8 @@ class LocalBackend:
         launch, reason = await asyncio.to_thread(self.launch, name, s.ctx_size, "LOCAL_CTX_SIZE")
         if launch is None:
             path = s.model_path or (s.models_dir / name if s.models_dir else None)
-            self.supervisor.refuse(Launch(name, path or Path(name), s.ctx_size), f"{var}: {name} is gone")
+            gone = Launch(name, path or Path(name), s.ctx_size or DEFAULT_CTX)
+            self.supervisor.refuse(gone, f"{var}: {name} is gone")
         elif reason is not None:
             self.supervisor.refuse(launch, reason if reason.startswith("LOCAL_CTX_SIZE") else f"{var}: {reason}")
         else:
@@ -146,13 +157,16 @@ class LocalBackend:
 
     # ---- models ---------------------------------------------------------------------------------------
 
-    def launch(self, name: str, ctx_size: int, ctx_var: str = "ctx_size") -> tuple[Launch | None, str | None]:
+    def launch(self, name: str, ctx_size: int | None, ctx_var: str = "ctx_size") -> tuple[Launch | None, str | None]:
         """What loading ``name`` would run (None: no such model), and why it may not (None: it
-        may). Reads the memory figure (a /proc read): a worker thread's job on the admin paths."""
+        may); ``ctx_size`` None: the default for that model. Reads the memory figure (a /proc
+        read): a worker thread's job on the admin paths."""
         model = self.folder.resolve(name)
         if model is None:
             return None, None
         s = self.settings
+        if ctx_size is None:
+            ctx_size = default_ctx(model)
         launch = Launch(
             model=model.name, path=model.path, ctx_size=ctx_size, parallel=s.parallel, threads=s.threads,
             gpu_layers=s.gpu_layers, server_args=s.server_args,
@@ -210,7 +224,7 @@ class LocalBackend:
         if self.supervisor.switching:
             raise self._busy()
         launch, reason = await asyncio.to_thread(self.launch, name, self.settings.ctx_size if ctx_size is None
-                                                 else ctx_size)
+                                                 else ctx_size)  # (None: the model's default)
         return self._start_switch(name, launch, reason)
 
     def _start_switch(self, name: str, launch: Launch | None, reason: str | None) -> Launch:
@@ -262,8 +276,8 @@ class LocalBackend:
                                       retry_after=LOADING_RETRY)
         name, phase = child.launch.model, child.phase
         if phase is Phase.FAILED:
-            return ServiceUnavailable(f"the local model {name} failed: {child.reason}; switch to another with "
-                                      "POST /admin/local/model", code="local_model_failed", retry_after=FAILED_RETRY)
+            return LocalModelFailed(f"the local model {name} failed: {child.reason}; switch to another with "
+                                    "POST /admin/local/model", retry_after=FAILED_RETRY)
         if phase is Phase.RESTARTING:
             return ServiceUnavailable(f"the local model {name} is restarting ({child.reason})",
                                       code="local_model_restarting", retry_after=backoff(1) + LOADING_RETRY)

@@ -115,6 +115,15 @@ class ModelFolder:
         return found
 
 
+DEFAULT_CTX = 4096
+
+
+def default_ctx(model: ModelFile) -> int:
+    """The context a model is loaded with when none is set: 4096, or its trained one if shorter."""
+    trained = model.info.context_length if model.info is not None else None
+    return min(DEFAULT_CTX, trained) if trained else DEFAULT_CTX
+
+
 def owns(model: object) -> bool:
     """Whether a requested model name means a local GGUF file (cheap: on every request)."""
     return isinstance(model, str) and model[-5:].lower() == SUFFIX
