@@ -119,7 +119,10 @@ async def _local_backend(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.local is not None
     cfg = next(p for p in settings.providers if p.name == LOCAL)
-    client = app[HTTP]
+    # llama-server closes a connection after each streamed answer, though its headers say keep-alive:
+    # a pooled connection could be one it is closing as a request goes out. On loopback a fresh
+    # connection per call costs some 50 us, so its servers get a client that never reuses one.
+    client = HTTPClient(keepalive_timeout=0.0)
     timeouts = dataclasses.replace(settings.timeouts, read=cfg.read_timeout or settings.timeouts.read)
 
     def provider_for(base_url: str, model: str) -> Provider:
@@ -127,12 +130,14 @@ async def _local_backend(app: web.Application) -> AsyncIterator[None]:
                                 ERROR_MAPPERS[cfg.dialect])
 
     backend = LocalBackend(settings.local, provider_for, drain_timeout=settings.timeouts.total)
+    backend.http = client
     app[LOCAL_BACKEND] = backend
     await backend.start()
     try:
         yield
     finally:
         await backend.close()
+        await client.close()
 
 
 def build_router(

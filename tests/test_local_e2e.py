@@ -158,6 +158,23 @@ async def test_the_openai_sdk_chats_with_a_gguf_and_no_cloud_key(gw):
     await sdk.close()
 
 
+async def test_streams_and_plain_requests_at_concurrency_8_none_fails(gw):
+    """llama-server closes a connection after each streamed answer (its headers say keep-alive):
+    a reused connection would sometimes be one it is closing, and the request would fail. The
+    local servers' client never reuses one."""
+    http = backend(gw).http
+    opened = http.opened
+    stop, results = asyncio.Event(), []
+    workers = [asyncio.create_task(run_load(gw, stop, results, w)) for w in range(8)]
+    try:
+        await eventually(lambda: len(results) >= 2500, timeout=40)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    assert_all_served(results)
+    assert http.opened - opened == len(results)  # one connection per call
+
+
 # ---- bad input --------------------------------------------------------------------------------------
 
 

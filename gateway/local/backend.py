@@ -118,6 +118,7 @@ class LocalBackend:
         self.supervisor.on_ready.append(self._restore_warm)
         self.provider = LocalProvider(self.supervisor)
         self._switch_task: asyncio.Task[None] | None = None
+        self.http: object | None = None  # the client its servers' chat calls go through (set by the app)
         self._slot_dir: Path | None = None  # LOCAL_SLOT_DIR, once it is known to be usable
 
     # ---- life -----------------------------------------------------------------------------------------
