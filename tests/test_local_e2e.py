@@ -279,14 +279,29 @@ async def test_one_switch_at_a_time(gw):
 
 
 async def test_a_request_naming_another_gguf_switches_to_it(gw):
-    status, headers, raw = await chat(gw, model="b.gguf")
-    assert status == 503 and headers["Retry-After"] == "2"
-    assert orjson.loads(raw)["error"]["code"] == "local_model_loading"
-    # requests for the loaded model (or for no model in particular) keep flowing meanwhile
-    for model in ("a.gguf", "glm-4.7"):
-        status, _, raw = await chat(gw, model=model)
-        assert status == 200 and served_model(raw, False) == "a.gguf"
-    await loaded(gw, "b.gguf")
+    sup = backend(gw).supervisor
+    gate = asyncio.Event()
+
+    async def held(child):  # b.gguf's server is up, but is not taking requests until the gate opens
+        if child.launch.model == "b.gguf":
+            await gate.wait()
+
+    sup.on_ready.insert(0, held)
+    try:
+        status, headers, raw = await chat(gw, model="b.gguf")
+        assert status == 503 and headers["Retry-After"] == "2"
+        assert orjson.loads(raw)["error"]["code"] == "local_model_loading"
+        await eventually(lambda: sup.pending is not None and sup.pending.ready_at is not None, timeout=30)
+        # requests for the loaded model (or for no model in particular) keep flowing meanwhile
+        for model in ("a.gguf", "glm-4.7", "a.gguf"):
+            status, _, raw = await chat(gw, model=model)
+            assert status == 200 and served_model(raw, False) == "a.gguf"
+        status, _, raw = await chat(gw, model="b.gguf")  # b: still loading, the switch is not doubled
+        assert status == 503 and sup.pending is not None and sup.pending.launch.model == "b.gguf"
+        gate.set()
+        await loaded(gw, "b.gguf")
+    finally:
+        sup.on_ready.remove(held)
     status, _, raw = await chat(gw, model="b.gguf")
     assert status == 200 and served_model(raw, False) == "b.gguf"
     # the OpenAI SDK waits out the Retry-After of a switch by itself

@@ -364,20 +364,20 @@ class Supervisor:
                      previous=self.active.launch.model if self.active else None)
             try:
                 await child.start(self.session, self.start_timeout)
+                await self._became_ready(child)
             except LoadFailed as e:
+                self.pending = None
                 await child.stop()
                 child.phase, child.reason = Phase.FAILED, e.reason
                 self.last_switch = {"model": launch.model, "state": Phase.FAILED.value, "reason": e.reason}
                 log.error("local_switch_failed", model=launch.model, reason=e.reason)
                 raise
             except BaseException:
+                self.pending = None
                 await child.stop()
                 raise
-            finally:
-                self.pending = None
-            await self._became_ready(child)
             old, keeper = self.active, self._keeper
-            self.active = child  # new requests go to the new server from here on
+            self.active, self.pending = child, None  # new requests go to the new server from here on
             self._keeper = background(self._keep(launch, child))
             if keeper is not None:
                 keeper.cancel()
