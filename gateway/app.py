@@ -121,7 +121,7 @@ async def _local_backend(app: web.Application) -> AsyncIterator[None]:
     cfg = next(p for p in settings.providers if p.name == LOCAL)
     # llama-server closes a connection after each streamed answer, though its headers say keep-alive:
     # a pooled connection could be one it is closing as a request goes out. On loopback a fresh
-    # connection per call costs some 50 us, so its servers get a client that never reuses one.
+    # connection per call costs about 0.1 ms, so its servers get a client that never reuses one.
     client = HTTPClient(keepalive_timeout=0.0)
     timeouts = dataclasses.replace(settings.timeouts, read=cfg.read_timeout or settings.timeouts.read)
 
