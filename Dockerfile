@@ -13,7 +13,7 @@ RUN useradd --create-home --uid 10001 gateway \
     && mkdir -p /app/data /app/logs \
     && chown -R gateway:gateway /app
 COPY --chown=gateway:gateway gateway/ gateway/
-COPY --chown=gateway:gateway proxy_server.py manage_keys.py ./
+COPY --chown=gateway:gateway proxy_server.py manage_keys.py local_models.py ./
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
 # The entrypoint starts as root only to hand ./data and ./logs (bind mounts Docker may have

@@ -19,14 +19,18 @@ from .api import metrics as metrics_api
 from .api import dashboard, stats
 from .clients.alerts import Alerts, WebhookSender
 from .clients.tracker import SpendTracker
+from .api import health as health_api
+from .api import local_admin
 from .config import LOCAL, ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
 from .keypool import KeyPool
 from .keystore import KeyStore
+from .local.backend import LocalBackend
 from .middleware import OPEN_PATHS, gateway
 from .observability import Activity, Metrics
 from .providers import openai, zai
+from .providers.base import Provider
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
 from .server import defer_continue
@@ -38,6 +42,7 @@ from .state import (
     KEYSTORE,
     LEDGER,
     LIVE,
+    LOCAL_BACKEND,
     METRICS,
     RECORDERS,
     REPAIRS,
@@ -105,6 +110,8 @@ def create_app(
         request_log = app[REQUEST_LOG] = RequestLog(settings.request_log, settings.providers, settings.secrets())
         app[RECORDERS].append(request_log.record)
         app.cleanup_ctx.append(_request_log)
+    if settings.local is not None:
+        app.cleanup_ctx.append(_local_backend)
     app.cleanup_ctx.append(_router(clock))
     app[BUDGETS] = budgets = _budgets(settings)
     app[RECORDERS].append(budgets.record)  # after the ledger's, which prices the request first
@@ -121,6 +128,8 @@ def create_app(
         app.router.add_get(path, handlers.models)
         app.router.add_get(path + "/{model:.+}", handlers.model)
     app.router.add_get("/health", handlers.health)
+    app.router.add_get(health_api.READY_PATH, health_api.ready)
+    local_admin.add_routes(app)
     app.router.add_get("/_status", handlers.status)
     app.router.add_get(metrics_api.PATH, metrics_api.metrics)
     app.router.add_get("/stats", stats.stats)
@@ -224,16 +233,54 @@ async def _alert_webhook(app: web.Application) -> AsyncIterator[None]:
             log.warning("alerts_undelivered", count=sender.queue.qsize())
 
 
+async def _local_backend(app: web.Application) -> AsyncIterator[None]:
+    """The llama.cpp servers the gateway runs (LOCAL_MODEL_PATH / LOCAL_MODELS_DIR): each one's
+    calls go through an OpenAI-compatible provider on a session of their own."""
+    settings = app[SETTINGS]
+    assert settings.local is not None
+    cfg = next(p for p in settings.providers if p.name == LOCAL)
+    # llama-server closes a connection after each streamed answer, though its headers say keep-alive:
+    # a pooled connection could be one it is closing as a request goes out. On loopback a fresh
+    # connection per call costs about 0.1 ms, so its servers get a session that never reuses one.
+    session = new_session(settings, force_close=True)
+    timeouts = dataclasses.replace(settings.timeouts, read=cfg.read_timeout or settings.timeouts.read)
+
+    def provider_for(base_url: str, model: str) -> Provider:
+        return OpenAICompatible(dataclasses.replace(cfg, base_url=base_url, model=model), session, timeouts,
+                                ERROR_MAPPERS[cfg.dialect])
+
+    backend = LocalBackend(settings.local, provider_for, drain_timeout=settings.timeouts.total)
+    backend.http = session
+    app[LOCAL_BACKEND] = backend
+    await backend.start()
+    try:
+        yield
+    finally:
+        await backend.close()
+        await session.close()
+
+
 def build_router(
     settings: Settings,
     session: aiohttp.ClientSession,
     clock: Callable[[], float] = time.monotonic,
     capped: Callable[[], Mapping[str, str]] | None = None,
+    local: LocalBackend | None = None,
 ) -> Router:
     """The configured providers, each with its key pool, behind one Router, over ``session``;
-    ``capped`` names the providers whose monthly budget is reached."""
-    upstreams = [
-        Upstream(
+    ``capped`` names the providers whose monthly budget is reached; ``local``: the managed local
+    backend, which serves as the ``local`` provider."""
+    upstreams = []
+    for p in settings.providers:
+        pool = KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock)
+        if p.name == LOCAL and local is not None:
+            upstreams.append(Upstream(name=p.name, provider=local.provider, pool=pool, model_for=local.model_for,
+                                      unready=local.unready, owns=local.owns))
+            # a server that just became ready is known good: what its dead predecessor's requests
+            # did to the key's breaker no longer says anything
+            local.supervisor.on_ready.append(lambda _child, pool=pool: _heard_from(pool))
+            continue
+        upstreams.append(Upstream(
             name=p.name,
             provider=OpenAICompatible(
                 p,
@@ -242,12 +289,10 @@ def build_router(
                 ERROR_MAPPERS[p.dialect],
                 proxy=settings.proxies.for_url(p.chat_url),
             ),
-            pool=KeyPool(p.name, p.keys, default_cooldown=p.cooldown, clock=clock),
+            pool=pool,
             max_prompt_tokens=p.max_prompt_tokens,
             model_for=p.model_for,
-        )
-        for p in settings.providers
-    ]
+        ))
     return Router(
         upstreams,
         max_key_wait=settings.max_key_wait,
@@ -257,11 +302,16 @@ def build_router(
     )
 
 
+def _heard_from(pool: KeyPool) -> None:
+    for key in pool.keys:
+        key.breaker.succeeded()
+
+
 def _router(clock: Callable[[], float]):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         capped = app[BUDGETS].capped if settings.provider_budgets else None
-        router = build_router(settings, app[HTTP], clock, capped)
+        router = build_router(settings, app[HTTP], clock, capped, app.get(LOCAL_BACKEND))
         if router.needs_estimates:
             await asyncio.to_thread(tokens.encoder)  # load the tokenizer now, not on a request
         app[ROUTER] = router

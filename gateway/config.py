@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import shlex
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,9 @@ from yarl import URL
 from yarl import URL
 
 from .cors import parse_origins
+from .local import flags as local_flags
+from .local.gguf import has_magic
+from .local.models import ModelFolder
 from .secrets import Secret
 from .usage.prices import PriceFileError, PriceTable, default_prices, load_prices
 from .classify import ClassifierSettings
@@ -28,6 +33,8 @@ SYNTHETIC = "synthetic"
 ZAI = "zai"
 LOCAL = "local"
 LOCAL_READ_TIMEOUT = 600.0
+# a managed local server's port is known only once it runs: its provider finds the URL per call
+MANAGED_LOCAL_URL = "http://127.0.0.1:0/v1"
 
 
 class ConfigError(ValueError):
@@ -120,6 +127,24 @@ class RequestLogSettings:
 
 
 @dataclass(frozen=True)
+class LocalSettings:
+    """A llama.cpp server the gateway runs itself: ``LOCAL_MODEL_PATH`` (one GGUF file) or
+    ``LOCAL_MODELS_DIR`` (a folder of them, ``LOCAL_MODEL`` the one loaded at start)."""
+
+    default_model: str  # its name: the file's path relative to the folder (or the file's name)
+    model_path: Path | None = None
+    models_dir: Path | None = None
+    ctx_size: int | None = None  # None: 4096, or the model's trained context if shorter; 0: the trained one
+    parallel: int = 1  # slots: requests served at once (the context is split between them)
+    threads: int = 0  # 0: llama.cpp's choice
+    gpu_layers: int = 0  # layers offloaded to a GPU; -1 all
+    server_args: tuple[str, ...] = ()  # further llama-server flags (gateway/local/flags.py)
+    auto_switch: bool = False  # a request naming another GGUF of the folder switches to it
+    slot_dir: Path | None = Path("./data/local-slots")  # warm prompt caches saved here
+    start_timeout: float = 300.0  # seconds a model may take to load
+
+
+@dataclass(frozen=True)
 class Settings:
     providers: tuple[ProviderConfig, ...]
     host: str = "127.0.0.1"
@@ -158,6 +183,7 @@ class Settings:
     request_log: RequestLogSettings = field(default_factory=RequestLogSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)  # routing strategies
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)  # for the smart ones
+    local: LocalSettings | None = None  # the managed local server; None: none (or LOCAL_BASE_URL)
 
     @property
     def public_models(self) -> list[str]:
@@ -195,14 +221,19 @@ class Settings:
                       read),
             _fallback(r, ZAI, "https://api.z.ai/api/coding/paas/v4", "glm-4.7", fallback_cooldown, read,
                       dialect="zai"),
-            _local(r, fallback_cooldown),
         )
+        local, managed = _local(r, fallback_cooldown)
         providers = tuple(p for p in candidates if p is not None)
+        if local is not None:
+            providers = (local, *providers) if r.boolean("LOCAL_FIRST", False) else (*providers, local)
+        else:
+            r.boolean("LOCAL_FIRST", False)
         if not providers:
             raise ConfigError(
                 "no upstream is configured: set CEREBRAS_API_KEYS (a JSON object "
                 '{"name": "key", ...} or a comma-separated list of keys), SYNTHETIC_API_KEY, '
-                "ZAI_API_KEY or LOCAL_BASE_URL"
+                "ZAI_API_KEY, LOCAL_BASE_URL (a llama.cpp server you run), or LOCAL_MODEL_PATH / "
+                "LOCAL_MODELS_DIR (GGUF models the gateway runs itself)"
             )
         log_dir = r.text("LOG_DIR", "./logs")
         max_connections = r.integer("UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
@@ -241,6 +272,7 @@ class Settings:
             request_log=_request_log(r, log_dir),
             strategy=_strategy(r, providers),
             classifier=ClassifierSettings.from_env(r),
+            local=managed,
         )
         return settings
 
@@ -362,17 +394,93 @@ def _fallback(
                           read_timeout=read, accepts_prediction=prediction)
 
 
-def _local(r: "_Reader", cooldown: float) -> ProviderConfig | None:
-    """A local llama.cpp server: ``LOCAL_BASE_URL`` (unset: none), ``LOCAL_MODEL``, ``LOCAL_API_KEY``."""
-    if not r.text("LOCAL_BASE_URL", ""):
-        return None
-    url = r.url("LOCAL_BASE_URL", "")
-    model = r.text("LOCAL_MODEL", "glm-local") or "glm-local"
+def _local(r: "_Reader", cooldown: float) -> tuple[ProviderConfig | None, LocalSettings | None]:
+    """The local backend: a llama.cpp server you run (``LOCAL_BASE_URL``), or one the gateway runs
+    on a GGUF file (``LOCAL_MODEL_PATH``) or a folder of them (``LOCAL_MODELS_DIR``); or none."""
+    url = r.text("LOCAL_BASE_URL", "")
+    path = r.text("LOCAL_MODEL_PATH", "")
+    folder = r.text("LOCAL_MODELS_DIR", "")
+    model = r.text("LOCAL_MODEL", "")
     local_key = r.text("LOCAL_API_KEY", "")
-    key = UpstreamKey("local", Secret(_checked("LOCAL_API_KEY", local_key) if local_key else ""))
     # a CPU llama.cpp may be silent for minutes while it reads a long prompt
     read = r.number("LOCAL_READ_TIMEOUT", LOCAL_READ_TIMEOUT, minimum=0.1)
-    return ProviderConfig(name=LOCAL, base_url=url, keys=(key,), model=model, cooldown=cooldown, read_timeout=read)
+    managed = _managed(r, path, folder, model)
+    if url and managed is not None:
+        raise ConfigError("set LOCAL_BASE_URL (a llama.cpp server you run) or LOCAL_MODEL_PATH / LOCAL_MODELS_DIR "
+                          "(GGUF models the gateway runs), not both")
+    if managed is not None:
+        return ProviderConfig(name=LOCAL, base_url=MANAGED_LOCAL_URL, keys=(UpstreamKey("local", Secret("")),),
+                              model=managed.default_model, cooldown=cooldown, read_timeout=read), managed
+    if not url:
+        return None, None
+    url = r.url("LOCAL_BASE_URL", "")
+    key = UpstreamKey("local", Secret(_checked("LOCAL_API_KEY", local_key) if local_key else ""))
+    return ProviderConfig(name=LOCAL, base_url=url, keys=(key,), model=model or "glm-local", cooldown=cooldown,
+                          read_timeout=read), None
+
+
+def _managed(r: "_Reader", path: str, folder: str, model: str) -> LocalSettings | None:
+    """``LOCAL_MODEL_PATH`` / ``LOCAL_MODELS_DIR`` and the server's settings, checked now: a path
+    that is not there, not a GGUF file or an unknown ``LOCAL_MODEL`` stop the gateway at start."""
+    slot_dir = r.text("LOCAL_SLOT_DIR", "./data/local-slots")
+    tuning = LocalSettings(
+        default_model="",
+        ctx_size=r.integer("LOCAL_CTX_SIZE", 0, minimum=0, maximum=1 << 24) if r.text("LOCAL_CTX_SIZE", "") else None,
+        parallel=r.integer("LOCAL_PARALLEL", 1, minimum=1, maximum=256),
+        threads=r.integer("LOCAL_THREADS", 0, minimum=0, maximum=1024),
+        gpu_layers=r.integer("LOCAL_GPU_LAYERS", 0, minimum=-1),
+        server_args=_server_args(r.text("LOCAL_SERVER_ARGS", "")),
+        auto_switch=r.boolean("LOCAL_AUTO_SWITCH", False),
+        slot_dir=Path(slot_dir) if slot_dir else None,  # empty: warm-ups are not kept on disk
+        start_timeout=r.number("LOCAL_START_TIMEOUT", 300.0, minimum=1.0),
+    )
+    if path and folder:
+        raise ConfigError("set LOCAL_MODEL_PATH (one GGUF file) or LOCAL_MODELS_DIR (a folder of them), not both")
+    if path:
+        file = Path(path).expanduser()
+        if file.is_dir():
+            raise ConfigError(f"LOCAL_MODEL_PATH: {path} is a folder; for a folder of models use LOCAL_MODELS_DIR")
+        _check_gguf("LOCAL_MODEL_PATH", file)
+        return dataclasses.replace(tuning, default_model=file.name, model_path=file)
+    if not folder:
+        return None
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"LOCAL_MODELS_DIR: {folder} is not a folder")
+    try:
+        names = [name for name, _, _ in ModelFolder(root=root).files()]
+    except OSError as e:
+        raise ConfigError(f"LOCAL_MODELS_DIR: cannot list {folder}: {e.strerror or e}") from None
+    if not names:
+        raise ConfigError(f"LOCAL_MODELS_DIR: no .gguf files in {folder}")
+    chosen = model or names[0]
+    if chosen not in names and chosen + ".gguf" in names:
+        chosen += ".gguf"
+    if chosen not in names:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        raise ConfigError(f"LOCAL_MODEL: {model!r} is not in LOCAL_MODELS_DIR ({folder}); it has {shown}")
+    _check_gguf("LOCAL_MODEL" if model else "LOCAL_MODELS_DIR", root / chosen)
+    return dataclasses.replace(tuning, default_model=chosen, models_dir=root)
+
+
+def _check_gguf(var: str, file: Path) -> None:
+    try:
+        magic = has_magic(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{var}: no file at {file}") from None
+    except OSError as e:
+        raise ConfigError(f"{var}: cannot read {file}: {e.strerror or e}") from None
+    if not magic:
+        raise ConfigError(f"{var}: {file} is not a GGUF model file (it does not start with 'GGUF')")
+
+
+def _server_args(raw: str) -> tuple[str, ...]:
+    try:
+        args = tuple(shlex.split(raw))
+        local_flags.parse(args)
+    except ValueError as e:
+        raise ConfigError(f"LOCAL_SERVER_ARGS: {e}") from None
+    return args
 
 
 def _proxies(r: _Reader) -> Proxies:

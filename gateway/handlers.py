@@ -18,11 +18,10 @@ from .repair import repair_messages
 from .routing import Served
 from .server import read_body
 from .sse import DONE, error_event
-from .state import BUDGETS, LEDGER, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS
 from .usage import reqlog
 from .usage.answer import answer_usage
 from .usage.stream import StreamTap, wants_usage
-from .state import REPAIRS, ROUTER, SETTINGS, STRATEGIES
+from .state import BUDGETS, LEDGER, LOCAL_BACKEND, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS, STRATEGIES
 from .strategy.answer import serve_draft
 
 log = structlog.get_logger("gateway.handlers")
@@ -148,15 +147,24 @@ def _model(name: str) -> dict[str, object]:
     return {"id": name, "object": "model", "created": int(_STARTED), "owned_by": "glm-gateway"}
 
 
+async def model_names(app: web.Application) -> list[str]:
+    """The cloud models, then the GGUF files of the local folder (when the gateway runs them)."""
+    names = list(app[SETTINGS].public_models)
+    local = app.get(LOCAL_BACKEND)
+    if local is not None:
+        names += [n for n in await local.names() if n not in names]
+    return names
+
+
 async def models(request: web.Request) -> web.Response:
-    names = request.app[SETTINGS].public_models
+    names = await model_names(request.app)
     return _json({"object": "list", "data": [_model(m) for m in names]})
 
 
 async def model(request: web.Request) -> web.Response:
     """One model (the SDKs' ``models.retrieve``). Ids may hold slashes (``hf:zai-org/GLM-4.7``)."""
     name = request.match_info["model"]
-    if name not in request.app[SETTINGS].public_models:
+    if name not in await model_names(request.app):
         raise NotFound(f"the model {name!r} does not exist on this gateway; GET /v1/models lists them",
                        param="model", code="model_not_found")
     return _json(_model(name))

@@ -32,7 +32,7 @@ log = structlog.get_logger("gateway.http")
 
 # the dashboard's page and its files hold no data (gateway/api/dashboard/): open, as /health
 DASHBOARD_FILES = ("/dashboard", "/dashboard/dashboard.js", "/dashboard/dashboard.css", "/dashboard/favicon.svg")
-OPEN_PATHS = frozenset({"/health", *DASHBOARD_FILES})
+OPEN_PATHS = frozenset({"/health", "/health/ready", *DASHBOARD_FILES})
 METRICS_PATH = "/metrics"  # open too when METRICS_PUBLIC=true
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PROVIDER_HEADER = "X-Gateway-Provider"

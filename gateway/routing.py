@@ -82,6 +82,10 @@ class Upstream:
     pool: KeyPool
     max_prompt_tokens: int | None = None
     model_for: Callable[[object], str] | None = None  # the model it is sent for a requested one
+    # a backend that is not always there (the managed local model): for a requested model, None
+    # when it can take the request now, else the error to answer if nothing else can
+    unready: Callable[[object], GatewayError | None] | None = None
+    owns: Callable[[object], bool] | None = None  # requested models only it may serve (a local GGUF)
 
 
 @dataclass
@@ -126,6 +130,24 @@ def plan(
     return (kept, notes + skipped) if kept else (list(upstreams), notes)
 
 
+def admit(upstreams: Sequence[Upstream], model: object) -> list[Upstream]:
+    """The upstreams that may take a request for ``model`` now: the one that owns the model if
+    one does (a local GGUF's name goes to local only), less those not ready (a local model that
+    is loading). None left: the first one's error (503 with Retry-After while a model loads)."""
+    owners = [up for up in upstreams if up.owns is not None and up.owns(model)]
+    kept: list[Upstream] = []
+    error: GatewayError | None = None
+    for up in owners or upstreams:
+        why = up.unready(model) if up.unready is not None else None
+        if why is None:
+            kept.append(up)
+        elif error is None:
+            error = why
+    if not kept and error is not None:
+        raise error
+    return kept
+
+
 def request_cost(req: ChatRequest) -> int:
     """Tokens a rate limiter charges up front: a cheap prompt estimate plus the completion cap."""
     asked = req.payload.get("max_completion_tokens") or req.payload.get("max_tokens") or 0
@@ -152,6 +174,7 @@ class Router:
         # with a single upstream there is nowhere else to send a big prompt: never estimate
         limits = [up.max_prompt_tokens for up in self.upstreams if up.max_prompt_tokens is not None]
         self._smallest_limit = min(limits) if limits and len(self.upstreams) > 1 else None
+        self._gated = any(up.unready is not None or up.owns is not None for up in self.upstreams)
 
     @property
     def needs_estimates(self) -> bool:
@@ -212,7 +235,10 @@ class Router:
         order: Sequence[Upstream] | None = None,
     ) -> Served:
         capped = self.capped() if self.capped is not None else NOTHING_CAPPED
-        targets, notes = plan(self.upstreams if order is None else order, await self.prompt_tokens(req), capped)
+        upstreams = self.upstreams if order is None else order
+        if self._gated:
+            upstreams = admit(upstreams, req.model)
+        targets, notes = plan(upstreams, await self.prompt_tokens(req), capped)
         if notes:
             ctx.skipped = notes
         if not targets:

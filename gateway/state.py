@@ -11,6 +11,7 @@ from .config import Settings
 from .context import Recorder, RequestContext
 from .cors import CorsPolicy
 from .keystore import KeyStore
+from .local.backend import LocalBackend
 from .observability import Activity, Metrics
 from .routing import Router
 from .usage.ledger import Ledger
@@ -32,3 +33,4 @@ CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")  # None: CORS_ORIGINS u
 LEDGER = web.AppKey("ledger", Ledger)  # the usage ledger: its recorder, queue and writer
 REQUEST_LOG = web.AppKey("request_log", RequestLog)  # LOG_REQUESTS=true only: the request log
 ACTIVITY = web.AppKey("activity", Activity)  # the dashboard's recent requests, errors, fallbacks
+LOCAL_BACKEND = web.AppKey("local_backend", LocalBackend)  # set when the gateway runs llama.cpp itself

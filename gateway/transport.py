@@ -52,14 +52,17 @@ def new_session(
     *,
     tls: ssl.SSLContext | None = None,
     resolver: AbstractResolver | None = None,
+    force_close: bool = False,
 ) -> aiohttp.ClientSession:
     """The session every upstream call goes through; make it with a running loop, close it at
-    the end. ``tls`` and ``resolver`` are seams for tests (a test CA; a name aimed at 127.0.0.1)."""
+    the end. ``tls`` and ``resolver`` are seams for tests (a test CA; a name aimed at 127.0.0.1);
+    ``force_close``: a fresh connection per call (for a server that closes kept-alive ones)."""
     connector = aiohttp.TCPConnector(
+        force_close=force_close,
         limit=settings.upstream_max_connections,
         limit_per_host=settings.upstream_max_connections_per_host,
         ttl_dns_cache=DNS_CACHE_SECONDS,
-        keepalive_timeout=KEEPALIVE_SECONDS,
+        keepalive_timeout=None if force_close else KEEPALIVE_SECONDS,
         ssl=tls if tls is not None else default_tls_context(),
         happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
         resolver=resolver,

@@ -170,3 +170,25 @@ def llama_server(tmp_path_factory) -> str:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def gguf_models(tmp_path_factory) -> dict[str, Path]:
+    """Two different tiny GGUF models (generated, real to llama.cpp): ``a`` (F32, trained context
+    2048) and ``b`` (F16, wider, trained context 4096, stops by itself), in a folder of their own."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("gguf")
+    variants = {
+        "a": [],
+        "b": ["--seed", "7", "--n-embd", "128", "--dtype", "f16", "--ctx", "4096", "--eos-boost", "3",
+              "--name", "tiny-b"],
+    }
+    made = {}
+    for name, args in variants.items():
+        path = folder / f"{name}.gguf"
+        subprocess.run([sys.executable, str(LLAMA_DIR / "make_tiny_gguf.py"), "-o", str(path), *args],
+                       check=True, stdout=subprocess.DEVNULL)
+        made[name] = path
+    return made
