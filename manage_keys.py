@@ -6,7 +6,8 @@ import asyncio
 import datetime as dt
 import os
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 from dotenv import load_dotenv
@@ -47,7 +48,7 @@ def _run(db: str, action: Callable[[KeyStore], Awaitable[T]]) -> T:
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _row(k: ClientKey) -> dict[str, Any]:

@@ -68,7 +68,7 @@ async def run(url: str, key: str, concurrency: int, total: int, stream: bool, wa
                         ttfb.append(first * 1000)
                 else:
                     await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
             return
         if record:

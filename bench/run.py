@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark the gateway side by side with its upstream, in one run on one machine.
 
-Starts four kinds of process: a fake upstream, a bare relay (the floor), the gateway (``proxy_server.py``, client auth on,
-three Cerebras keys, a fallback configured, JSON logs to a file), and a load generator per
+Starts four kinds of process: a fake upstream, a bare relay (the floor), the gateway
+(``proxy_server.py``, client auth on, three Cerebras keys, a fallback configured, JSON logs to a
+file), and a load generator per
 scenario. Each scenario runs directly against the upstream and through the gateway, back to back,
 so the figures that matter are ratios and differences from the same run:
 
@@ -335,7 +336,7 @@ def main() -> int:
                     "cpu_s_per_1k": round((cpu_seconds(gateway.pid) - cpu0) / max(1, s["ok"]) * 1000, 3)}
 
         result = {
-            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "quick": a.quick,
             "scenarios": rows,
@@ -365,10 +366,12 @@ def main() -> int:
     print("-" * len(head))
     for r in rows:
         d, t = r["direct"], r["through"]
-        chunk = f"{fmt(r.get('added_chunk_p50_ms'), 3)}/{fmt(r.get('added_chunk_p99_ms'), 3)}" if r["mode"] == "stream" else ""
+        chunk = (f"{fmt(r.get('added_chunk_p50_ms'), 3)}/{fmt(r.get('added_chunk_p99_ms'), 3)}"
+                 if r["mode"] == "stream" else "")
         print(f"{r['mode']:6} {r['concurrency']:>4} | {d['rps']:>10} {fmt(d['p50_ms']):>6} {fmt(d['p99_ms']):>6} | "
               f"{t['rps']:>11} {fmt(t['p50_ms']):>6} {fmt(t['p99_ms']):>6} | {fmt(r['added_p50_ms'], 3):>6} "
-              f"{fmt(r['added_p99_ms'], 3):>6} {fmt(r['throughput_ratio']):>5} | {fmt(r['gateway_cpu_s_per_1k'], 3):>8} "
+              f"{fmt(r['added_p99_ms'], 3):>6} {fmt(r['throughput_ratio']):>5} | "
+              f"{fmt(r['gateway_cpu_s_per_1k'], 3):>8} "
               f"{chunk:>15} | {fmt(r['floor_added_p50_ms'], 3):>10} {fmt(r['floor_ratio']):>5} "
               f"{fmt(r['floor_cpu_s_per_1k'], 3):>8}")
     s = result["streams_500"]

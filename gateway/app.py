@@ -4,10 +4,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import sqlite3
 import time
 from collections import Counter
-from typing import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 import structlog
@@ -15,12 +16,12 @@ from aiohttp import web
 
 from . import handlers, tokens
 from .api import anthropic as anthropic_api
+from .api import dashboard, local_admin, stats
+from .api import health as health_api
 from .api import metrics as metrics_api
-from .api import dashboard, stats
+from .classify import classify
 from .clients.alerts import Alerts, WebhookSender
 from .clients.tracker import SpendTracker
-from .api import health as health_api
-from .api import local_admin
 from .config import LOCAL, ConfigError, Settings
 from .context import RequestContext
 from .cors import CorsPolicy
@@ -51,14 +52,13 @@ from .state import (
     SETTINGS,
     STRATEGIES,
 )
-from .transport import new_session
-from .usage.ledger import Ledger
-from .usage.reqlog import RequestLog
-from .classify import classify
 from .strategy.drafts import Drafter
 from .strategy.engine import Strategies
 from .strategy.plan import Classifier
 from .strategy.slots import read_slots
+from .transport import new_session
+from .usage.ledger import Ledger
+from .usage.reqlog import RequestLog
 
 log = structlog.get_logger("gateway.app")
 
@@ -278,7 +278,7 @@ def build_router(
                                       unready=local.unready, owns=local.owns))
             # a server that just became ready is known good: what its dead predecessor's requests
             # did to the key's breaker no longer says anything
-            local.supervisor.on_ready.append(lambda _child, pool=pool: _heard_from(pool))
+            local.supervisor.on_ready.append(functools.partial(_heard_from_any, pool))
             continue
         upstreams.append(Upstream(
             name=p.name,
@@ -300,6 +300,10 @@ def build_router(
         clock=clock,
         capped=capped,
     )
+
+
+def _heard_from_any(pool: KeyPool, _child: object) -> None:
+    _heard_from(pool)
 
 
 def _heard_from(pool: KeyPool) -> None:

@@ -9,22 +9,21 @@ import dataclasses
 import json
 import shlex
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from yarl import URL
 
-from yarl import URL
-
+from .classify import ClassifierSettings
 from .cors import parse_origins
 from .local import flags as local_flags
 from .local.gguf import has_magic
 from .local.models import ModelFolder
 from .secrets import Secret
-from .usage.prices import PriceFileError, PriceTable, default_prices, load_prices
-from .classify import ClassifierSettings
 from .strategy.settings import MODEL_ALIASES, USES_LOCAL, StrategySettings
+from .usage.prices import PriceFileError, PriceTable, default_prices, load_prices
 
 T = TypeVar("T")
 
@@ -159,7 +158,6 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_key_wait: float = 30.0
     fallback_on_cooldown: bool = True
-    token_threshold: int = 120_000
     # budgets and alerts (gateway/clients): provider -> monthly USD cap; percent thresholds
     provider_budgets: Mapping[str, float] = field(default_factory=dict)
     alert_thresholds: tuple[float, ...] = (50.0, 80.0, 100.0)
@@ -205,7 +203,7 @@ class Settings:
         return found
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
         r = _Reader(env)
         timeouts = Timeouts(
             connect=r.number("UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.1),
@@ -253,7 +251,6 @@ class Settings:
             timeouts=timeouts,
             max_key_wait=r.number("MAX_KEY_WAIT", 30.0, minimum=0.0),
             fallback_on_cooldown=r.boolean("FALLBACK_ON_COOLDOWN", True),
-            token_threshold=threshold,
             **_budget_settings(r),
             repair_tool_calls=r.boolean("REPAIR_TOOL_CALLS", True),
             key_cache_refresh=r.number("KEY_CACHE_REFRESH", 0.25, minimum=0.01, maximum=1.0),
@@ -338,7 +335,7 @@ def _budget_settings(r: _Reader) -> dict[str, Any]:
     }
 
 
-def _strategy(r: "_Reader", providers: tuple[ProviderConfig, ...]) -> StrategySettings:
+def _strategy(r: _Reader, providers: tuple[ProviderConfig, ...]) -> StrategySettings:
     try:
         strategy = StrategySettings.from_env(r)
     except ValueError as e:
@@ -351,7 +348,7 @@ def _strategy(r: "_Reader", providers: tuple[ProviderConfig, ...]) -> StrategySe
     return strategy
 
 
-def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConfig | None:
+def _cerebras(r: _Reader, threshold: int, read_timeout: float) -> ProviderConfig | None:
     keys = parse_keys("CEREBRAS_API_KEYS", r.text("CEREBRAS_API_KEYS", ""))
     single = r.text("CEREBRAS_API_KEY", "")
     if not keys and single:
@@ -379,7 +376,7 @@ def _cerebras(r: "_Reader", threshold: int, read_timeout: float) -> ProviderConf
 
 
 def _fallback(
-    r: "_Reader", name: str, base_url: str, model: str, cooldown: float, read_timeout: float, dialect: str = "openai"
+    r: _Reader, name: str, base_url: str, model: str, cooldown: float, read_timeout: float, dialect: str = "openai"
 ) -> ProviderConfig | None:
     """Synthetic / Z.ai: ``{NAME}_API_KEY`` (one key, a list or a JSON object), base URL, model."""
     prefix = name.upper()
@@ -394,7 +391,7 @@ def _fallback(
                           read_timeout=read, accepts_prediction=prediction)
 
 
-def _local(r: "_Reader", cooldown: float) -> tuple[ProviderConfig | None, LocalSettings | None]:
+def _local(r: _Reader, cooldown: float) -> tuple[ProviderConfig | None, LocalSettings | None]:
     """The local backend: a llama.cpp server you run (``LOCAL_BASE_URL``), or one the gateway runs
     on a GGUF file (``LOCAL_MODEL_PATH``) or a folder of them (``LOCAL_MODELS_DIR``); or none."""
     url = r.text("LOCAL_BASE_URL", "")
@@ -419,7 +416,7 @@ def _local(r: "_Reader", cooldown: float) -> tuple[ProviderConfig | None, LocalS
                           read_timeout=read), None
 
 
-def _managed(r: "_Reader", path: str, folder: str, model: str) -> LocalSettings | None:
+def _managed(r: _Reader, path: str, folder: str, model: str) -> LocalSettings | None:
     """``LOCAL_MODEL_PATH`` / ``LOCAL_MODELS_DIR`` and the server's settings, checked now: a path
     that is not there, not a GGUF file or an unknown ``LOCAL_MODEL`` stop the gateway at start."""
     slot_dir = r.text("LOCAL_SLOT_DIR", "./data/local-slots")

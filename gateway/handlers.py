@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import aiohttp
 import orjson
@@ -9,20 +10,19 @@ import structlog
 from aiohttp import web
 
 from .chat import ChatRequest, parse_chat_request
-from .errors import PayloadTooLarge
 from .context import RequestContext
-from .errors import GatewayError, NotFound
+from .errors import GatewayError, NotFound, PayloadTooLarge
 from .middleware import PROVIDER_HEADER, STRATEGY_HEADER, context_of, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
 from .server import read_body
 from .sse import DONE, error_event
+from .state import BUDGETS, LEDGER, LOCAL_BACKEND, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS, STRATEGIES
+from .strategy.answer import serve_draft
 from .usage import reqlog
 from .usage.answer import answer_usage
 from .usage.stream import StreamTap, wants_usage
-from .state import BUDGETS, LEDGER, LOCAL_BACKEND, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS, STRATEGIES
-from .strategy.answer import serve_draft
 
 log = structlog.get_logger("gateway.handlers")
 
@@ -74,7 +74,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         served = await router.open_stream(req, ctx, order)
     except GatewayError as e:
         raise strategies.failed(route, e) from None
-    stream, first = served.result  # type: ignore[misc]
+    opened: tuple[Stream, bytes] = served.result  # type: ignore[assignment]
+    stream, first = opened
     tap = reqlog.tap_type(ctx, settings.request_log)(req.payload, strip=not wants_usage(req.payload),
                                                      prompt_tokens=req.prompt_tokens, prompt_bytes=len(req.raw))
     return await relay_stream(request, ctx, served, stream, first, tap)
@@ -176,10 +177,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
-    providers = []
-    for up in router.upstreams:
-        keys = up.pool.status()
-        providers.append({"name": up.name, "current_key": up.pool.peek(), "keys": keys})
+    providers: list[dict[str, Any]] = [
+        {"name": up.name, "current_key": up.pool.peek(), "keys": up.pool.status()} for up in router.upstreams
+    ]
     first = providers[0] if providers else {"keys": [], "current_key": None}
     return _json(
         {
@@ -190,7 +190,7 @@ async def status(request: web.Request) -> web.Response:
             "keys": [{"provider": p["name"], **k} for p in providers for k in p["keys"]],
             "current_key": first["current_key"],
             "providers": providers,
-            "repairs": dict(request.app[REPAIRS]),
+            "repairs": dict(request.app[REPAIRS].items()),
             **request.app[LEDGER].status(),  # usage_rows_dropped, usage_queue_depth
             "budgets": request.app[BUDGETS].status(),  # provider caps, spend per key, alert queue
             **(request.app[REQUEST_LOG].status() if REQUEST_LOG in request.app else {}),

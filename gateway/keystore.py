@@ -267,6 +267,7 @@ class KeyStore:
     async def _read_data_version(self) -> int:
         async with self._db.execute("PRAGMA data_version") as cur:
             row = await cur.fetchone()
+        assert row is not None  # a PRAGMA always answers one row
         return int(row[0])
 
 

@@ -14,7 +14,6 @@ from . import cors
 from .anthropic import errors as anthropic_errors
 from .context import RequestContext
 from .errors import (
-    NO_RETRY_HEADER,
     Forbidden,
     GatewayError,
     MethodNotAllowed,
@@ -45,7 +44,8 @@ CONTEXT = "gateway_context"  # request key: the request's RequestContext
 
 
 def context_of(request: web.Request) -> RequestContext:
-    return request[CONTEXT]  # type: ignore[no-any-return]
+    ctx: RequestContext = request[CONTEXT]
+    return ctx
 
 
 _RID_PREFIX = os.urandom(8).hex()  # per process: ids stay unique across replicas and restarts

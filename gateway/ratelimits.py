@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 
 class RateLimits(NamedTuple):
@@ -85,13 +86,13 @@ def retry_after(headers: Mapping[str, str], now_epoch: float | None = None) -> f
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = dt.datetime.now(dt.timezone.utc).timestamp() if now_epoch is None else now_epoch
+        when = when.replace(tzinfo=dt.UTC)
+    now = dt.datetime.now(dt.UTC).timestamp() if now_epoch is None else now_epoch
     return max(0.0, when.timestamp() - now)
 
 
 def seconds_to_utc_midnight(now_epoch: float) -> float:
-    now = dt.datetime.fromtimestamp(now_epoch, dt.timezone.utc)
+    now = dt.datetime.fromtimestamp(now_epoch, dt.UTC)
     midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return (midnight - now).total_seconds()
 

@@ -140,10 +140,6 @@ def has_data(chunk: bytes) -> bool:
     return False
 
 
-def is_done(event: bytes) -> bool:
-    return event_data(event) == b"[DONE]"
-
-
 def data_event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 

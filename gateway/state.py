@@ -14,9 +14,9 @@ from .keystore import KeyStore
 from .local.backend import LocalBackend
 from .observability import Activity, Metrics
 from .routing import Router
+from .strategy.engine import Strategies
 from .usage.ledger import Ledger
 from .usage.reqlog import RequestLog
-from .strategy.engine import Strategies
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)  # the one session for upstream calls
@@ -24,7 +24,7 @@ KEYSTORE = web.AppKey("keystore", KeyStore)
 ROUTER = web.AppKey("router", Router)
 BUDGETS = web.AppKey("budgets", SpendTracker)  # spend per client key and provider; admission
 STRATEGIES = web.AppKey("strategies", Strategies)  # routing strategies (gateway/strategy)
-REPAIRS = web.AppKey("repairs", Counter)  # transcript repairs by kind, since start
+REPAIRS: web.AppKey[Counter[str]] = web.AppKey("repairs")  # transcript repairs by kind, since start
 # each finished request's context is handed to these (the usage ledger, metrics), in order
 RECORDERS: web.AppKey[list[Recorder]] = web.AppKey("recorders")
 METRICS = web.AppKey("metrics", Metrics)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.local.gguf import GGUFInfo
 from gateway.config import LocalSettings
 from gateway.local.backend import LocalBackend
+from gateway.local.gguf import GGUFInfo
 from gateway.local.models import ModelFile, ModelFolder, available_memory, check, default_ctx, owns
 
 

@@ -149,7 +149,7 @@ async def test_line_writer_writes_a_late_line_without_being_stopped(tmp_path):
     try:
         for n in range(50):
             writer.write(f"line {n}")
-            await eventually(lambda: path.read_text().splitlines()[-1:] == [f"line {n}"])
+            await eventually(lambda n=n: path.read_text().splitlines()[-1:] == [f"line {n}"])
     finally:
         writer.stop()
 

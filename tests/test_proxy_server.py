@@ -104,7 +104,7 @@ def serving(tmp_path, extra_env: dict[str, str] | None = None, **popen_kwargs):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"gateway did not start: {proc.stderr.read()}")
+                    raise AssertionError(f"gateway did not start: {proc.stderr.read()}") from None
                 time.sleep(0.05)
         yield proc, env
     finally:

@@ -13,7 +13,6 @@ from gateway.sse import (
     error_event,
     event_data,
     has_data,
-    is_done,
 )
 
 E1 = b'data: {"a":1}\n\n'
@@ -130,7 +129,7 @@ def reference(stream: bytes) -> tuple[list[bytes], bytes]:
 
 def cuts(stream: bytes, points: list[int]) -> list[bytes]:
     points = sorted({p % (len(stream) + 1) for p in points})
-    return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
 
 
 @settings(max_examples=400, deadline=None)
@@ -275,7 +274,7 @@ def test_has_data(chunk, expected):
 
 def test_framing():
     assert data_event(b"{}") == b"data: {}\n\n"
-    assert is_done(DONE) and not is_done(E1)
+    assert event_data(DONE) == b"[DONE]" and event_data(E1) != b"[DONE]"
     ev = error_event("boom", code="x")
     assert ev.startswith(b"data: {") and ev.endswith(b"\n\n")
     assert b'"error":{"message":"boom","type":"api_error","param":null,"code":"x"}' in ev

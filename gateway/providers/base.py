@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol
+from typing import Protocol
 
 from ..chat import ChatRequest
 from ..ratelimits import RateLimits

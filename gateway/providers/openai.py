@@ -113,7 +113,7 @@ def map_error(
     message, typ, code = error_fields(body)
     limits = parse_rate_limits(headers)
     summary = f"{status} {shorten(message, 160)}".strip()
-    common = dict(status=status, body=body, content_type=content_type, rate_limits=limits)
+    common: dict[str, Any] = dict(status=status, body=body, content_type=content_type, rate_limits=limits)
     if status == 429:
         now = time.time() if now_epoch is None else now_epoch
         seconds, reason = rate_limit_cooldown(headers, message, code, default_cooldown, now)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..ratelimits import seconds_to_utc_midnight
 from .base import Failure, UpstreamError
-from .openai import error_fields, map_error as openai_map_error
+from .openai import error_fields
+from .openai import map_error as openai_map_error
 
 CONCURRENCY_REST = 2.0
 OVERLOAD_REST = 10.0

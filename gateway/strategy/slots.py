@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 import aiohttp
+import orjson
 
 PROPS_TIMEOUT = 2.0
 PROPS_BYTES = 1024 * 1024  # /props holds the chat template: tens of KB
