@@ -187,3 +187,121 @@ async def test_stats_and_restore_agree_on_both(tmp_path, pg_url):
     assert [g["day"] for g in lite["day"]] == ["2025-12-30", "2026-01-01"]
     assert lite["hour"][-1]["hour"] == "2026-01-01T11:00:00Z"
     assert lite["spend"][1]["today_cost_usd"] == 0.03
+
+
+# ---- manage_keys.py against PostgreSQL -------------------------------------------------------------
+
+def test_cli_against_postgres(pg_server):
+    url = asyncio.run(pg_server.new_database())
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(manage_keys.cli, list(args), env={"DATABASE_URL": url}, catch_exceptions=False)
+
+    added = run("add", "laptop")
+    assert added.exit_code == 0 and added.output.startswith("sk-glm-")
+    assert run("budget", "laptop", "--daily-usd", "5").exit_code == 0
+    listed = run("list").output
+    assert "laptop" in listed and "active" in listed
+    assert run("revoke", "laptop").exit_code == 0
+    assert "revoked" in run("list").output
+    assert "laptop" in run("stats").output
+    assert run("usage", "--since", "7d", "--by", "provider").exit_code == 0
+
+    async def in_postgres():
+        store = await KeyStore.open(url)
+        try:
+            [key] = await store.list()
+            return key
+        finally:
+            await store.close()
+
+    key = asyncio.run(in_postgres())
+    assert (key.name, key.active, key.daily_usd) == ("laptop", False, 5.0)
+
+
+def test_cli_names_the_url_without_its_password():
+    url = f"postgresql://gw:hunter2-secret@127.0.0.1:{free_port()}/gw"
+    result = CliRunner().invoke(manage_keys.cli, ["list"], env={"DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert "cannot open key database postgresql://gw:****@127.0.0.1" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_postgres_unreachable_at_start_is_one_line_naming_database_url(tmp_path):
+    env = {"PATH": os.environ["PATH"], "ENV_FILE": "/nonexistent.env", "CEREBRAS_API_KEYS": "csk-x",
+           "LOG_DIR": str(tmp_path), "PORT": str(free_port()),
+           "DATABASE_URL": f"postgresql://gw:hunter2-secret@127.0.0.1:{free_port()}/gw"}
+    result = subprocess.run([sys.executable, "proxy_server.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("glm-gateway: configuration error: DATABASE_URL: postgresql://gw:****@")
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+# ---- replicas -------------------------------------------------------------------------------------------
+
+async def _key(url: str, name: str = "tester") -> str:
+    store = await KeyStore.open(url)
+    try:
+        return (await store.add(name))[1]
+    finally:
+        await store.close()
+
+
+def _replica_env(url: str) -> dict[str, str]:
+    return {"DATABASE_URL": url, "ENABLE_INCOMING_AUTH": "true", "KEY_CACHE_REFRESH": "0.25"}
+
+
+async def test_a_key_revoked_by_the_cli_is_refused_by_every_replica_within_a_second(gateway, pg_url):
+    plaintext = await _key(pg_url)
+    replicas = [await gateway(_replica_env(pg_url)) for _ in range(2)]
+    for r in replicas:  # each has the key cached
+        resp = await r.post("/v1/chat/completions", json=CHAT, headers=auth_header(plaintext))
+        assert resp.status == 200
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "manage_keys.py", "revoke", "tester", cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": pg_url, "ENV_FILE": "/nonexistent.env"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    revoked_at = time.monotonic()
+
+    async def refused_everywhere():
+        for r in replicas:
+            resp = await r.post("/v1/chat/completions", json=CHAT, headers=auth_header(plaintext))
+            if resp.status != 401:
+                return False
+        return True
+
+    await eventually(refused_everywhere, timeout=1.0)
+    assert time.monotonic() - revoked_at < 1.0
+
+
+async def test_postgres_down_mid_run_cached_keys_work_and_rows_arrive_after(gateway, fake):
+    from tests.pg import server
+
+    pg = server()  # its own server: this test stops it
+    try:
+        url = await pg.new_database()
+        plaintext = await _key(url)
+        client = await gateway(_replica_env(url))
+        for _ in range(2):
+            assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth_header(plaintext))).status == 200
+        await asyncio.to_thread(pg.stop)
+        for _ in range(5):
+            resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth_header(plaintext))
+            assert resp.status == 200, await resp.text()
+        await asyncio.to_thread(pg.start)
+
+        async def all_rows_written():
+            conn = await asyncpg.connect(url)
+            try:
+                return await conn.fetchval("SELECT count(*) FROM usage") == 7
+            finally:
+                await conn.close()
+
+        await eventually(all_rows_written, timeout=15.0, interval=0.2)
+    finally:
+        await asyncio.to_thread(pg.remove)
