@@ -23,7 +23,8 @@ from functools import cached_property
 from pathlib import Path
 
 from .clients.budgets import Limits
-from .storage import SQLITE, Conflict, Database, open_database
+from .errors import ServiceUnavailable
+from .storage import ERRORS, SQLITE, Conflict, Database, open_database
 
 ADMIN = "admin"
 CLIENT = "client"
@@ -123,12 +124,17 @@ class KeyStore:
     # ---- request path -------------------------------------------------------------------------
 
     async def authenticate(self, plaintext: str) -> ClientKey | None:
-        """The active key for this plaintext, or None. Cached; no DB access for known keys."""
+        """The active key for this plaintext, or None. Cached; no DB access for known keys. A key
+        not cached while the database cannot be reached: ``ServiceUnavailable`` (503, Retry-After)."""
         digest = hash_key(plaintext)
         try:
             found = self._cache[digest]
         except KeyError:
-            found = await self._fetch_one("key_hash = ?", digest)
+            try:
+                found = await self._fetch_one("key_hash = ?", digest)
+            except ERRORS as e:  # (PostgreSQL down: cached keys keep working, a new one waits)
+                raise ServiceUnavailable("the key database cannot be reached just now; retry shortly",
+                                         retry_after=1.0) from e
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[digest] = found

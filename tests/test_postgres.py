@@ -293,6 +293,9 @@ async def test_postgres_down_mid_run_cached_keys_work_and_rows_arrive_after(gate
         for _ in range(5):
             resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth_header(plaintext))
             assert resp.status == 200, await resp.text()
+        unknown = await client.post("/v1/chat/completions", json=CHAT, headers=auth_header("sk-glm-not-cached"))
+        assert unknown.status == 503 and unknown.headers["Retry-After"] == "1"  # never a 500
+        assert (await unknown.json())["error"]["code"] == "service_unavailable"
         await asyncio.to_thread(pg.start)
 
         async def all_rows_written():
