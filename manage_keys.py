@@ -26,13 +26,14 @@ from gateway.usage.stats import StatsQueryError, budget_use, iso, parse_group_by
 
 T = TypeVar("T")
 DEFAULT_DB = "./data/incoming_keys.db"
+OPEN_ERRORS: tuple[type[BaseException], ...] = (*ERRORS, ValueError)
 
 
 def _run(db: str, action: Callable[[KeyStore], Awaitable[T]]) -> T:
     async def go() -> T:
         try:
             store = await KeyStore.open(db)
-        except (*ERRORS, ValueError) as e:  # unreadable path, not a database, locked, server down...
+        except OPEN_ERRORS as e:  # unreadable path, not a database, locked, server down, bad URL...
             raise click.ClickException(f"cannot open key database {shown(db)}: {str(e) or type(e).__name__}") from None
         try:
             return await action(store)

@@ -3,7 +3,6 @@ PostgreSQL (tests/pg.py), and the same checks against SQLite where they are the 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
