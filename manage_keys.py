@@ -22,19 +22,20 @@ from gateway.keystore import (
     KeyStore,
     KeyStoreError,
 )
-from gateway.migrations import connect
+from gateway.storage import ERRORS, is_postgres_url, open_database, shown
 from gateway.usage.stats import StatsQueryError, budget_use, iso, parse_group_by, parse_time, spend_by_client, totals
 
 T = TypeVar("T")
 DEFAULT_DB = "./data/incoming_keys.db"
+OPEN_ERRORS: tuple[type[BaseException], ...] = (*ERRORS, ValueError)
 
 
 def _run(db: str, action: Callable[[KeyStore], Awaitable[T]]) -> T:
     async def go() -> T:
         try:
             store = await KeyStore.open(db)
-        except Exception as e:  # unreadable path, not a database, locked for too long...
-            raise click.ClickException(f"cannot open key database {db}: {e}") from None
+        except OPEN_ERRORS as e:  # unreadable path, not a database, locked, server down, bad URL...
+            raise click.ClickException(f"cannot open key database {shown(db)}: {str(e) or type(e).__name__}") from None
         try:
             return await action(store)
         except KeyStoreError as e:
@@ -82,8 +83,14 @@ def _table(rows: list[dict[str, Any]], empty: str = "no keys yet: add one with `
     show_default=True,
     help="SQLite file of client keys (env INCOMING_KEY_DB).",
 )
+@click.option(
+    "--database-url",
+    envvar="DATABASE_URL",
+    default=None,
+    help="postgresql:// URL of a PostgreSQL database to use instead of the SQLite file (env DATABASE_URL).",
+)
 @click.pass_context
-def cli(ctx: click.Context, db: str) -> None:
+def cli(ctx: click.Context, db: str, database_url: str | None) -> None:
     """Manage GLM Gateway client keys.
 
     \b
@@ -95,8 +102,11 @@ def cli(ctx: click.Context, db: str) -> None:
         python manage_keys.py revoke cline-laptop
         python manage_keys.py stats
         python manage_keys.py usage --since 7d --by provider
+        DATABASE_URL=postgresql://gw@db/gateway python manage_keys.py list
     """
-    ctx.obj = db
+    if database_url and not is_postgres_url(database_url):
+        raise click.BadParameter("must be a postgresql:// URL", param_hint="'--database-url' / DATABASE_URL")
+    ctx.obj = database_url or db
 
 
 @cli.command()
@@ -230,10 +240,10 @@ def _budget_cell(use: dict[str, dict[str, float]] | None) -> str:
 
 
 def _ledger(db: str, query: Callable[[Any], Awaitable[T]]) -> Callable[[KeyStore], Awaitable[T]]:
-    """An action that runs ``query`` on a connection to the usage ledger (in the same file)."""
+    """An action that runs ``query`` on a connection to the usage ledger (in the same database)."""
 
     async def action(store: KeyStore) -> T:
-        conn = await connect(db)
+        conn = await open_database(db)
         try:
             return await query(conn)
         finally:

@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -52,6 +51,7 @@ from .state import (
     SETTINGS,
     STRATEGIES,
 )
+from .storage import ERRORS
 from .strategy.drafts import Drafter
 from .strategy.engine import Strategies
 from .strategy.plan import Classifier
@@ -153,9 +153,9 @@ def _upstream_session(make: Callable[[Settings], aiohttp.ClientSession]):
 async def _keystore(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     try:
-        store = await KeyStore.open(settings.incoming_key_db)
-    except (OSError, sqlite3.Error) as e:
-        raise ConfigError(f"INCOMING_KEY_DB: cannot open {settings.incoming_key_db}: {e}") from None
+        store = await KeyStore.open(settings.database)
+    except ERRORS as e:
+        raise ConfigError(f"{settings.database_name}: cannot open: {_reason(e)}") from None
     app[KEYSTORE] = store
     task = asyncio.create_task(
         store.run_maintenance(settings.key_cache_refresh, settings.usage_flush_interval, log)
@@ -174,9 +174,9 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     request ended) it writes every queued row."""
     settings, ledger = app[SETTINGS], app[LEDGER]
     try:
-        await ledger.open(settings.incoming_key_db)
-    except (OSError, sqlite3.Error) as e:
-        raise ConfigError(f"INCOMING_KEY_DB: cannot open {settings.incoming_key_db}: {e}") from None
+        await ledger.open(settings.database)
+    except ERRORS as e:
+        raise ConfigError(f"{settings.database_name}: cannot open: {_reason(e)}") from None
     task = asyncio.create_task(ledger.run())
     try:
         yield
@@ -209,12 +209,18 @@ def _budgets(settings: Settings) -> SpendTracker:
 
 async def _restore_spend(app: web.Application) -> AsyncIterator[None]:
     """Today's and this month's spend, from the ledger's rows, before the first request."""
-    path = app[SETTINGS].incoming_key_db
+    settings = app[SETTINGS]
+    reader = app[LEDGER].reader  # PostgreSQL: the ledger's open pool; SQLite: the file, read-only
     try:
-        await app[BUDGETS].restore(path)
-    except (OSError, sqlite3.Error) as e:
-        raise ConfigError(f"INCOMING_KEY_DB: cannot read spend from {path}: {e}") from None
+        await app[BUDGETS].restore(reader if settings.database_url and reader is not None else settings.database)
+    except ERRORS as e:
+        raise ConfigError(f"{settings.database_name}: cannot read spend: {_reason(e)}") from None
     yield
+
+
+def _reason(e: BaseException) -> str:
+    """An error's message for the one-line start-up error; a timeout says nothing by itself."""
+    return str(e) or type(e).__name__
 
 
 async def _alert_webhook(app: web.Application) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from yarl import URL
 
@@ -22,6 +23,7 @@ from .local import flags as local_flags
 from .local.gguf import has_magic
 from .local.models import ModelFolder
 from .secrets import Secret
+from .storage import is_postgres_url, redacted
 from .strategy.settings import MODEL_ALIASES, USES_LOCAL, StrategySettings
 from .usage.prices import PriceFileError, PriceTable, default_prices, load_prices
 
@@ -150,6 +152,7 @@ class Settings:
     port: int = 18080
     enable_incoming_auth: bool = True
     incoming_key_db: Path = Path("./data/incoming_keys.db")
+    database_url: Secret | None = None  # DATABASE_URL: keys and usage in PostgreSQL instead (replicas)
     log_dir: Path | None = Path("./logs")
     log_level: str = "INFO"
     log_file_max_bytes: int = 10 * 1024 * 1024
@@ -200,7 +203,21 @@ class Settings:
         found += [p.password.reveal() for p in (self.proxies.http, self.proxies.https) if p and p.password]
         if self.alert_webhook_url:
             found.append(self.alert_webhook_url.reveal())
+        if self.database_url and (password := urlsplit(self.database_url.reveal()).password):
+            found.append(password)
         return found
+
+    @property
+    def database(self) -> str | Path:
+        """Where keys and usage live: the PostgreSQL URL (DATABASE_URL) or the SQLite file."""
+        return self.database_url.reveal() if self.database_url else self.incoming_key_db
+
+    @property
+    def database_name(self) -> str:
+        """The variable that names it, and how messages may show it (never a password)."""
+        if self.database_url:
+            return f"DATABASE_URL: {redacted(self.database_url.reveal())}"
+        return f"INCOMING_KEY_DB: {self.incoming_key_db}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -243,6 +260,7 @@ class Settings:
             port=r.integer("PORT", 18080, minimum=0, maximum=65535),
             enable_incoming_auth=r.boolean("ENABLE_INCOMING_AUTH", True),
             incoming_key_db=Path(r.text("INCOMING_KEY_DB", "./data/incoming_keys.db")),
+            database_url=_database_url(r.text("DATABASE_URL", "")),
             log_dir=Path(log_dir) if log_dir else None,
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_file_max_bytes=r.integer("LOG_FILE_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
@@ -303,6 +321,19 @@ def _prices(r: _Reader) -> PriceTable:
 
 
 BUDGETED_PROVIDERS = (CEREBRAS, SYNTHETIC, ZAI)  # the paid ones: {NAME}_MONTHLY_BUDGET_USD
+
+
+def _database_url(url: str) -> Secret | None:
+    if not url:
+        return None
+    if not is_postgres_url(url):
+        raise ConfigError(f"DATABASE_URL must be a postgresql:// URL (or unset, for SQLite in INCOMING_KEY_DB); "
+                          f"got {redacted(url)!r}")
+    try:
+        urlsplit(url).port  # noqa: B018  (raises on a port that is no number)
+    except ValueError:
+        raise ConfigError(f"DATABASE_URL has a bad port: {redacted(url)!r}") from None
+    return Secret(url)
 
 
 def _budget_settings(r: _Reader) -> dict[str, Any]:

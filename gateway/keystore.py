@@ -1,11 +1,12 @@
-"""Client API keys in SQLite (aiosqlite): only SHA-256 hashes are stored.
+"""Client API keys in SQLite or PostgreSQL (gateway/storage): only SHA-256 hashes are stored.
 
 Keys are 256-bit random tokens, so a fast unsalted hash is the right tool (as for GitHub or
 Stripe tokens): no dictionary to attack, and lookups cost a microsecond.
 
 The request path never touches the database for a key it has seen: lookups are cached, and the
-cache is dropped whenever another connection (``manage_keys.py``, another replica) commits, which
-``PRAGMA data_version`` reports. ``refresh()`` runs every ``KEY_CACHE_REFRESH`` seconds, so a
+cache is dropped whenever another connection (``manage_keys.py``, another replica) changed the keys,
+which ``Database.version()`` reports (SQLite's ``PRAGMA data_version``; PostgreSQL's ``key_version``
+counter, bumped by a trigger). ``refresh()`` runs every ``KEY_CACHE_REFRESH`` seconds, so a
 revoked key stops working within that time. Usage counts are kept in memory and written in one
 batch every ``USAGE_FLUSH_INTERVAL`` seconds and at shutdown.
 """
@@ -21,10 +22,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import aiosqlite
-
 from .clients.budgets import Limits
-from .migrations import connect
+from .errors import ServiceUnavailable
+from .storage import ERRORS, SQLITE, Conflict, Database, open_database
 
 ADMIN = "admin"
 CLIENT = "client"
@@ -92,19 +92,27 @@ _COLUMNS = (
     "role, daily_usd, monthly_usd, daily_tokens, monthly_tokens, rpm, tpm"
 )
 
+_FLUSH_SQL = ("UPDATE api_keys SET request_count = request_count + ?, "
+              "last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?")  # PostgreSQL: greatest()
+
 
 class KeyStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
         self._cache: dict[str, ClientKey | None] = {}
         self._data_version: int | None = None
         self._pending: dict[int, list[float]] = {}  # id -> [count, last_used_at]
-        self._write_lock = asyncio.Lock()
+        self._flush_sql = _FLUSH_SQL if db.dialect == SQLITE else _FLUSH_SQL.replace("= max(", "= greatest(")
 
     @classmethod
-    async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> KeyStore:
-        store = cls(await connect(path, busy_timeout))
-        store._data_version = await store._read_data_version()
+    async def open(cls, target: Path | str, busy_timeout: float = 5.0) -> KeyStore:
+        """The store in the SQLite file at ``target`` or the PostgreSQL database its URL names."""
+        store = cls(await open_database(target, busy_timeout))
+        try:
+            store._data_version = await store._db.version()
+        except BaseException:
+            await store._db.close()
+            raise
         return store
 
     async def close(self) -> None:
@@ -116,12 +124,17 @@ class KeyStore:
     # ---- request path -------------------------------------------------------------------------
 
     async def authenticate(self, plaintext: str) -> ClientKey | None:
-        """The active key for this plaintext, or None. Cached; no DB access for known keys."""
+        """The active key for this plaintext, or None. Cached; no DB access for known keys. A key
+        not cached while the database cannot be reached: ``ServiceUnavailable`` (503, Retry-After)."""
         digest = hash_key(plaintext)
         try:
             found = self._cache[digest]
         except KeyError:
-            found = await self._fetch_one("key_hash = ?", digest)
+            try:
+                found = await self._fetch_one("key_hash = ?", digest)
+            except ERRORS as e:  # (PostgreSQL down: cached keys keep working, a new one waits)
+                raise ServiceUnavailable("the key database cannot be reached just now; retry shortly",
+                                         retry_after=1.0) from e
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[digest] = found
@@ -146,18 +159,7 @@ class KeyStore:
         batch, self._pending = self._pending, {}
         rows = [(int(count), last, key_id) for key_id, (count, last) in batch.items()]
         try:
-            async with self._write_lock:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    await self._db.executemany(
-                        "UPDATE api_keys SET request_count = request_count + ?, "
-                        "last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
-                        rows,
-                    )
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
+            await self._db.execute_many(self._flush_sql, rows)
         except BaseException:
             for key_id, (count, last) in batch.items():  # keep the counts for the next try
                 entry = self._pending.setdefault(key_id, [0, last])
@@ -168,7 +170,7 @@ class KeyStore:
 
     async def refresh(self) -> bool:
         """Drop the lookup cache if another connection committed since the last check."""
-        version = await self._read_data_version()
+        version = await self._db.version()
         if version != self._data_version:
             self._data_version = version
             self._cache.clear()
@@ -199,20 +201,20 @@ class KeyStore:
         _check_role(role)
         plaintext = new_key()
         try:
-            async with self._write_lock:
-                cur = await self._db.execute(
-                    "INSERT INTO api_keys (name, key_hash, key_prefix, created_at, role) VALUES (?, ?, ?, ?, ?)",
-                    (name, hash_key(plaintext), plaintext[:SHOWN_PREFIX_LEN], time.time(), role),
-                )
-        except aiosqlite.IntegrityError:
+            row = await self._db.insert(
+                "INSERT INTO api_keys (name, key_hash, key_prefix, created_at, role) VALUES (?, ?, ?, ?, ?) "
+                "RETURNING id",
+                (name, hash_key(plaintext), plaintext[:SHOWN_PREFIX_LEN], time.time(), role),
+            )
+        except Conflict:
             raise KeyStoreError(f"a key named {name!r} already exists") from None
-        key = await self._fetch_one("id = ?", cur.lastrowid)
+        assert row is not None
+        key = await self._fetch_one("id = ?", row[0])
         assert key is not None
         return key, plaintext
 
     async def list(self) -> list[ClientKey]:
-        async with self._db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY id") as cur:
-            return [ClientKey(*row) for row in await cur.fetchall()]
+        return [ClientKey(*row) for row in await self._db.fetch(f"SELECT {_COLUMNS} FROM api_keys ORDER BY id")]
 
     async def find(self, ref: str) -> ClientKey:
         """A key by id, name or full plaintext key."""
@@ -220,7 +222,7 @@ class KeyStore:
         key = None
         if ref.startswith(KEY_PREFIX):
             key = await self._fetch_one("key_hash = ?", hash_key(ref))
-        if key is None and ref.isdigit():
+        if key is None and ref.isdigit() and int(ref) < 2**63:  # (a bigger one is no id in either database)
             key = await self._fetch_one("id = ?", int(ref))
         if key is None:
             key = await self._fetch_one("name = ?", ref)
@@ -250,8 +252,7 @@ class KeyStore:
         key = await self.find(ref)
         if values:
             assignments = ", ".join(f"{column} = ?" for column in values)
-            async with self._write_lock:
-                await self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*values.values(), key.id))
+            await self._db.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*values.values(), key.id))
         self._cache.clear()
         updated = await self._fetch_one("id = ?", key.id)
         assert updated is not None
@@ -260,15 +261,8 @@ class KeyStore:
     # ---- internals ------------------------------------------------------------------------------
 
     async def _fetch_one(self, where: str, value: object) -> ClientKey | None:
-        async with self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE {where}", (value,)) as cur:
-            row = await cur.fetchone()
-        return ClientKey(*row) if row else None
-
-    async def _read_data_version(self) -> int:
-        async with self._db.execute("PRAGMA data_version") as cur:
-            row = await cur.fetchone()
-        assert row is not None  # a PRAGMA always answers one row
-        return int(row[0])
+        rows = await self._db.fetch(f"SELECT {_COLUMNS} FROM api_keys WHERE {where}", (value,))
+        return ClientKey(*rows[0]) if rows else None
 
 
 def _shown(ref: str) -> str:

@@ -192,3 +192,19 @@ def gguf_models(tmp_path_factory) -> dict[str, Path]:
                        check=True, stdout=subprocess.DEVNULL)
         made[name] = path
     return made
+
+
+# ---- a real PostgreSQL (tests/pg.py): one server per session, a fresh database per test --------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    from tests.pg import server
+
+    pg = server()
+    yield pg
+    pg.remove()
+
+
+@pytest.fixture
+async def pg_url(pg_server) -> str:
+    return await pg_server.new_database()

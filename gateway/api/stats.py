@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiosqlite
 import orjson
 import structlog
 from aiohttp import web
@@ -24,6 +23,7 @@ from aiohttp import web
 from ..errors import InvalidRequest
 from ..middleware import context_of
 from ..state import KEYSTORE, LEDGER
+from ..storage import ERRORS, Database
 from ..usage import stats as queries
 
 log = structlog.get_logger("gateway.stats")
@@ -59,7 +59,7 @@ async def stats(request: web.Request) -> web.Response:
     ledger = request.app[LEDGER]
     try:
         await ledger.flush()
-    except (aiosqlite.Error, OSError) as e:
+    except ERRORS as e:
         log.warning("usage_flush_failed", error=repr(e))
     db = ledger.reader
     assert db is not None, "the ledger's cleanup_ctx opens it"
@@ -81,7 +81,7 @@ async def stats(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-async def _budget_use(request: web.Request, db: aiosqlite.Connection, now: float,
+async def _budget_use(request: web.Request, db: Database, now: float,
                       client_id: int | None) -> list[dict[str, Any]]:
     """Budget use per client key, for keys that carry budgets (none without client auth)."""
     store = request.app.get(KEYSTORE)

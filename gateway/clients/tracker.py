@@ -29,6 +29,8 @@ from ..chat import ChatRequest
 from ..context import RequestContext
 from ..errors import QuotaExhausted, RateLimited
 from ..routing import request_cost
+from ..storage import Database
+from ..storage.sqlite import SqliteDatabase
 from .alerts import ALERT_EVENT, Alerts
 from .budgets import (
     BUDGET_KINDS,
@@ -226,39 +228,43 @@ class SpendTracker:
 
     # ---- at start -----------------------------------------------------------------------------
 
-    async def restore(self, db_path: Path | str) -> bool:
+    async def restore(self, source: Path | str | Database) -> bool:
         """Today's and this month's spend from the ledger's ``usage`` table (rows are dated by
-        their request's start). Returns False when there is no database or no table yet."""
-        uri = await asyncio.to_thread(_read_only_uri, Path(db_path))
-        if uri is None:
-            return False
-        now = self.now()
-        day, month = day_start(now), month_start(now)
-        async with aiosqlite.connect(uri, uri=True) as db:
-            async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'") as cur:
-                if await cur.fetchone() is None:
+        their request's start): ``source`` is a SQLite path (opened read-only, never created) or
+        an open ``Database`` (PostgreSQL). Returns False when there is no database or no table yet."""
+        if isinstance(source, (str, Path)):
+            uri = await asyncio.to_thread(_read_only_uri, Path(source))
+            if uri is None:
+                return False
+            async with aiosqlite.connect(uri, uri=True) as conn:
+                db = SqliteDatabase(conn)
+                if not await db.fetch("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'"):
                     return False
-            clients = (
-                "SELECT client_key_id, max(client_name), coalesce(sum(cost_usd), 0), "
-                "coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage "
-                "WHERE ts >= ? AND client_key_id IS NOT NULL GROUP BY client_key_id"
-            )
-            async with db.execute(clients, (month,)) as cur:
-                for key_id, name, usd, tokens in await cur.fetchall():
-                    self._client(key_id, name).month = Totals(MONTH, month, round(usd, 9), int(tokens))
-            async with db.execute(clients, (day,)) as cur:
-                for key_id, name, usd, tokens in await cur.fetchall():
-                    self._client(key_id, name).day = Totals(DAY, day, round(usd, 9), int(tokens))
-            async with db.execute(
-                "SELECT provider, coalesce(sum(cost_usd), 0) FROM usage "
-                "WHERE ts >= ? AND provider IS NOT NULL GROUP BY provider", (month,)
-            ) as cur:
-                for provider, usd in await cur.fetchall():
-                    self._providers[provider] = totals = Totals(MONTH, month, round(usd, 9))
-                    self._check_cap(provider, totals)
+                await self._restore_from(db)
+        else:
+            await self._restore_from(source)
         log.info("budgets_restored", clients=len(self._clients), providers=len(self._providers),
                  capped=sorted(self._capped))
         return True
+
+    async def _restore_from(self, db: Database) -> None:
+        now = self.now()
+        day, month = day_start(now), month_start(now)
+        clients = (
+            "SELECT client_key_id, max(client_name), coalesce(sum(cost_usd), 0), "
+            "coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage "
+            "WHERE ts >= ? AND client_key_id IS NOT NULL GROUP BY client_key_id"
+        )
+        for key_id, name, usd, tokens in await db.fetch(clients, (month,)):
+            self._client(key_id, name).month = Totals(MONTH, month, round(usd, 9), int(tokens))
+        for key_id, name, usd, tokens in await db.fetch(clients, (day,)):
+            self._client(key_id, name).day = Totals(DAY, day, round(usd, 9), int(tokens))
+        for provider, usd in await db.fetch(
+            "SELECT provider, coalesce(sum(cost_usd), 0) FROM usage "
+            "WHERE ts >= ? AND provider IS NOT NULL GROUP BY provider", (month,)
+        ):
+            self._providers[provider] = totals = Totals(MONTH, month, round(usd, 9))
+            self._check_cap(provider, totals)
 
     # ---- /_status -----------------------------------------------------------------------------
 

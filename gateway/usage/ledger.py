@@ -5,12 +5,13 @@ the event loop): it prices the request (``ctx.cost_usd``, ``ctx.primary_cost_usd
 recorders after it) and queues its row. Nothing else happens on the request's path: no I/O.
 
 The writer (``run``, a task of the app's life) takes the queue every ``USAGE_FLUSH_INTERVAL``
-seconds and writes it with one ``executemany`` in one transaction, on aiosqlite's own thread.
+seconds and writes it with one ``executemany`` in one transaction (SQLite: on aiosqlite's own
+thread; PostgreSQL with ``DATABASE_URL``: through asyncpg's pool, which reconnects by itself).
 Rows whose tokens were estimated get their tiktoken count first, in a worker thread. The queue is
 bounded (``USAGE_QUEUE_MAX``): while the database cannot be written (locked by another process,
-say) the gateway keeps serving, and rows beyond the bound are dropped and counted (one log line
-per interval; ``/_status`` shows the count and the queue depth). A failed batch goes back to the
-front of the queue, as much of it as fits.
+say, or a PostgreSQL server that is down) the gateway keeps serving, and rows beyond the bound
+are dropped and counted (one log line per interval; ``/_status`` shows the count and the queue
+depth). A failed batch goes back to the front of the queue, as much of it as fits.
 
 ``close`` (the app's cleanup, which aiohttp runs on SIGTERM after the last request finished)
 writes everything still queued. A SIGKILL loses what was queued: at most one flush interval.
@@ -27,11 +28,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import structlog
 
 from ..context import RequestContext, Usage
-from ..migrations import connect
+from ..storage import ERRORS, Database, open_database
 from .estimate import PendingUsage
 from .prices import Price, PriceTable, cost
 
@@ -105,8 +105,8 @@ class Ledger:
         self._dropped_logged = 0
         self._queue: deque[Entry] = deque()
         self._unpriced_seen: set[tuple[str | None, str | None]] = set()
-        self._db: aiosqlite.Connection | None = None
-        self.reader: aiosqlite.Connection | None = None  # for queries (/stats): never behind a write
+        self._db: Database | None = None
+        self.reader: Database | None = None  # for queries (/stats): never behind a write
         self._lock = asyncio.Lock()  # one transaction at a time on the writer's connection
         self._stop = asyncio.Event()
 
@@ -174,10 +174,11 @@ class Ledger:
 
     # ---- the writer ---------------------------------------------------------------------------------
 
-    async def open(self, path: Path | str, busy_timeout: float = 5.0) -> None:
-        self._db = await connect(path, busy_timeout)
+    async def open(self, target: Path | str, busy_timeout: float = 5.0) -> None:
+        """Connect to the SQLite file or the PostgreSQL URL ``target`` (a writer and a reader)."""
+        self._db = await open_database(target, busy_timeout)
         try:
-            self.reader = await connect(path, busy_timeout)
+            self.reader = await open_database(target, busy_timeout)
         except BaseException:
             await self._db.close()
             raise
@@ -224,22 +225,12 @@ class Ledger:
             try:
                 if any(e[1] is not None for e in batch):
                     rows = await asyncio.to_thread(refine, batch)
-                await self._write(self._db, rows)
+                await self._db.execute_many(INSERT, rows)
             except BaseException:
                 self._requeue(rows)
                 raise
             self.written += len(rows)
             return len(rows)
-
-    @staticmethod
-    async def _write(db: aiosqlite.Connection, rows: list[Row]) -> None:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.executemany(INSERT, rows)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
 
     def _requeue(self, rows: list[Row]) -> None:
         """A failed batch back to the front of the queue, as much as the bound leaves room for."""
@@ -255,11 +246,10 @@ class Ledger:
         cutoff = self.clock() - self.retention_days * 86400
         for _ in range(PRUNE_BATCHES):
             async with self._lock:
-                cur = await self._db.execute(
+                deleted = await self._db.execute(
                     "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE ts < ? ORDER BY ts LIMIT ?)",
                     (cutoff, PRUNE_BATCH),
                 )
-                deleted = cur.rowcount
             if deleted < PRUNE_BATCH:
                 return False
         return True
@@ -268,7 +258,7 @@ class Ledger:
         """Run a writer step; a failure is logged and the writer goes on (the next interval retries)."""
         try:
             return await step()
-        except (aiosqlite.Error, OSError) as e:  # e.g. the database is locked: keep serving, retry later
+        except ERRORS as e:  # e.g. the database is locked or down: keep serving, retry later
             log.warning("usage_write_failed", step=step.__name__, error=repr(e), queued=len(self._queue))
         except Exception:
             log.exception("usage_writer_failed", step=step.__name__, queued=len(self._queue))

@@ -1,8 +1,9 @@
 """Totals over the usage ledger, for ``GET /stats`` and ``manage_keys.py stats|usage``.
 
 Parsing the parameters is pure (``parse_time``, ``parse_group_by``: ``StatsQueryError`` names the
-parameter); the queries take an aiosqlite connection, so they run on its thread, never on the
-event loop. Field names are stable (the README lists them):
+parameter); the queries take a ``gateway.storage.Database`` (SQLite on aiosqlite's thread, or
+PostgreSQL), never blocking the event loop; the SQL is portable but for the time groups. Field
+names are stable (the README lists them):
 
 - ``requests``, ``failed_requests`` (status 400 or more, 499 for a client that left),
 - ``prompt_tokens``, ``completion_tokens`` (reasoning included), ``cached_tokens``,
@@ -18,21 +19,34 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import aiosqlite
+from ..storage import SQLITE, Database
 
+_DAY = {SQLITE: "strftime('%Y-%m-%d', ts, 'unixepoch')",
+        "postgres": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"}
+_HOUR = {SQLITE: "strftime('%Y-%m-%dT%H:00:00Z', ts, 'unixepoch')",  # UTC, as ISO times
+         "postgres": """to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:00:00"Z"')"""}
 GROUPS: dict[str, tuple[str, ...]] = {  # group name -> SQL expressions, named as in the output
     "client": ("client_key_id AS client_id", "max(client_name) AS client"),
     "provider": ("provider",),
     "model": ("model_served AS model",),
-    "day": ("strftime('%Y-%m-%d', ts, 'unixepoch') AS day",),
-    "hour": ("strftime('%Y-%m-%dT%H:00:00Z', ts, 'unixepoch') AS hour",),  # UTC, as ISO times
+    "day": (f"{_DAY[SQLITE]} AS day",),
+    "hour": (f"{_HOUR[SQLITE]} AS hour",),
 }
 _GROUP_KEYS = {"client": "client_key_id", "provider": "provider", "model": "model_served",
-               "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
-               "hour": "strftime('%Y-%m-%dT%H', ts, 'unixepoch')"}
+               "day": _DAY[SQLITE], "hour": _HOUR[SQLITE]}
+
+
+def _group_sql(group: str, dialect: str) -> tuple[tuple[str, ...], str]:
+    """The output expressions of a group and what to group by, in the database's dialect."""
+    if group in ("day", "hour") and dialect != SQLITE:
+        expr = (_DAY if group == "day" else _HOUR)[dialect]
+        return (f"{expr} AS {group}",), expr
+    return GROUPS[group], _GROUP_KEYS[group]
+
+
 METRICS = """
     count(*) AS requests,
-    coalesce(sum(status >= 400), 0) AS failed_requests,
+    coalesce(sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS failed_requests,
     coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
     coalesce(sum(completion_tokens), 0) AS completion_tokens,
     coalesce(sum(cached_tokens), 0) AS cached_tokens,
@@ -42,7 +56,7 @@ METRICS = """
     coalesce(sum(primary_cost_usd), 0.0) AS primary_cost_usd,
     coalesce(sum(CASE WHEN cost_usd IS NOT NULL AND primary_cost_usd IS NOT NULL
                       THEN primary_cost_usd - cost_usd ELSE 0 END), 0.0) AS saved_usd,
-    coalesce(sum(priced = 0), 0) AS unpriced_requests,
+    coalesce(sum(CASE WHEN priced = 0 THEN 1 ELSE 0 END), 0) AS unpriced_requests,
     coalesce(sum(tokens_estimated), 0) AS estimated_requests
 """
 _USD = ("cost_usd", "primary_cost_usd", "saved_usd")
@@ -143,27 +157,26 @@ def _rounded(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-async def _fetch(db: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
-    async with db.execute(sql, args) as cur:
-        names = [c[0] for c in cur.description]
-        return [_rounded(dict(zip(names, row, strict=True))) for row in await cur.fetchall()]
+async def _fetch(db: Database, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+    return [_rounded(row) for row in await db.fetch_dicts(sql, args)]
 
 
-async def totals(db: aiosqlite.Connection, since: float, until: float, *, client_id: int | None = None,
+async def totals(db: Database, since: float, until: float, *, client_id: int | None = None,
                  group_by: Iterable[str] = ()) -> list[dict[str, Any]]:
     """The metrics over [since, until), one dict per group (one in all without ``group_by``);
     ``client_id`` keeps one client's rows."""
     where, args = _where(since, until, client_id)
     groups = list(group_by)
-    columns = [expr for g in groups for expr in GROUPS[g]]
+    parts = [_group_sql(g, db.dialect) for g in groups]
+    columns = [expr for exprs, _ in parts for expr in exprs]
     sql = f"SELECT {', '.join([*columns, METRICS])} FROM usage WHERE {where}"
     if groups:
-        keys = ", ".join(_GROUP_KEYS[g] for g in groups)
+        keys = ", ".join(key for _, key in parts)
         sql += f" GROUP BY {keys} ORDER BY {keys}"
     return await _fetch(db, sql, args)
 
 
-async def served_share(db: aiosqlite.Connection, since: float, until: float, *,
+async def served_share(db: Database, since: float, until: float, *,
                        client_id: int | None = None) -> list[dict[str, Any]]:
     """Who served the answered requests (status below 400): count and share, largest first."""
     where, args = _where(since, until, client_id)
@@ -176,13 +189,13 @@ async def served_share(db: aiosqlite.Connection, since: float, until: float, *,
     return rows
 
 
-async def spend_by_client(db: aiosqlite.Connection, now: float) -> dict[int | None, dict[str, Any]]:
+async def spend_by_client(db: Database, now: float) -> dict[int | None, dict[str, Any]]:
     """Each client's requests, tokens and cost today and this month (UTC)."""
     day, month = day_start(now), month_start(now)
     rows = await _fetch(
         db,
         "SELECT client_key_id AS client_id, "
-        "sum(ts >= ?) AS today_requests, "
+        "sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END) AS today_requests, "
         "coalesce(sum(CASE WHEN ts >= ? THEN prompt_tokens + completion_tokens END), 0) AS today_tokens, "
         "coalesce(sum(CASE WHEN ts >= ? THEN cost_usd END), 0.0) AS today_cost_usd, "
         "count(*) AS month_requests, "
