@@ -21,7 +21,7 @@ from .sse import DONE, error_event
 from .usage import reqlog
 from .usage.answer import answer_usage
 from .usage.stream import StreamTap, wants_usage
-from .state import BUDGETS, LEDGER, LOCAL_BACKEND, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS, STRATEGIES
+from .state import BUDGETS, LEDGER, LOCAL_BACKEND, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS, SHARED, STRATEGIES
 from .strategy.answer import serve_draft
 
 log = structlog.get_logger("gateway.handlers")
@@ -194,5 +194,6 @@ async def status(request: web.Request) -> web.Response:
             **request.app[LEDGER].status(),  # usage_rows_dropped, usage_queue_depth
             "budgets": request.app[BUDGETS].status(),  # provider caps, spend per key, alert queue
             **(request.app[REQUEST_LOG].status() if REQUEST_LOG in request.app else {}),
+            **({"shared_state": request.app[SHARED].status()} if SHARED in request.app else {}),
         }
     )

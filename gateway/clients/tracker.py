@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import structlog
@@ -50,6 +50,14 @@ from .budgets import (
 )
 
 log = structlog.get_logger("gateway.budgets")
+
+
+class SpendSink(Protocol):
+    """Where spend is also told (gateway/shared: Redis, for other replicas). ``scope`` is ``c``
+    (a client key, ``who`` its id) or ``p`` (a provider, ``who`` its name)."""
+
+    def charge(self, scope: str, who: str | int, window: str, start: float, end: float, usd: float,
+               tokens: int) -> None: ...
 
 
 class ClientSpend:
@@ -84,6 +92,7 @@ class SpendTracker:
         self._capped: dict[str, str] = {}  # provider -> why routing skips it
         self._capped_until = 0.0  # when the month, and so every cap, resets
         self._reserved: dict[RequestContext, list[float]] = {}  # tpm charged up front, by request
+        self.shared: SpendSink | None = None  # REDIS_URL: spend is also charged there
 
     # ---- before forwarding --------------------------------------------------------------------
 
@@ -166,6 +175,8 @@ class SpendTracker:
                 spend.day = totals
             else:
                 spend.month = totals
+            if self.shared is not None and totals.holds(ts):
+                self.shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens)
             if not watched or not totals.holds(ts):
                 continue
             for kind, kind_window, unit in BUDGET_KINDS:
@@ -180,6 +191,8 @@ class SpendTracker:
         totals = self._providers.get(provider)
         was = totals.usd if totals is not None and totals.holds(ts) else 0.0
         totals = self._providers[provider] = add_spend(totals, MONTH, ts, usd, 0)
+        if self.shared is not None and totals.holds(ts):
+            self.shared.charge("p", provider, MONTH, totals.start, totals.end, usd, 0)
         cap = self.provider_caps.get(provider)
         if cap is None or not totals.holds(ts):
             return
@@ -223,6 +236,38 @@ class SpendTracker:
         elif name is not None:
             spend.name = name
         return spend
+
+    def adopt(self, scope: str, who: str, window: str, start: float, usd: float, tokens: int) -> None:
+        """What every replica together has spent in a window (from Redis): the local totals
+        become at least that (spend only grows in a window, so news out of order is harmless)."""
+        if window not in (DAY, MONTH) or not (usd >= 0 and tokens >= 0):
+            return
+        if scope == "p":
+            was = self._providers.get(who)
+            totals = self._providers[who] = _raised(was, window, start, usd, 0)
+            self._check_cap(who, totals)
+            return
+        try:
+            key_id = int(who)
+        except ValueError:
+            return
+        spend = self._client(key_id, None)
+        if window == DAY:
+            spend.day = _raised(spend.day, DAY, start, usd, tokens)
+        else:
+            spend.month = _raised(spend.month, MONTH, start, usd, tokens)
+
+    def windows(self) -> Iterator[tuple[str, str | int, str, float, float, float, int]]:
+        """Every current spend window: (scope, who, window, start, end, usd, tokens), scope
+        ``c`` for a client key (``who`` its id) or ``p`` for a provider (its name)."""
+        now = self.now()
+        for spend in self._clients.values():
+            for window, totals in ((DAY, spend.day), (MONTH, spend.month)):
+                if totals is not None and totals.holds(now):
+                    yield "c", spend.id, window, totals.start, totals.end, totals.usd, totals.tokens
+        for provider, totals in self._providers.items():
+            if totals.holds(now):
+                yield "p", provider, MONTH, totals.start, totals.end, totals.usd, totals.tokens
 
     # ---- at start -----------------------------------------------------------------------------
 
@@ -295,6 +340,17 @@ class SpendTracker:
                     entry[kind] = getattr(limits, kind)
             clients.append(entry)
         return {"providers": providers, "clients": clients, "alerts": self.alerts.status()}
+
+
+def _raised(totals: Totals | None, window: str, start: float, usd: float, tokens: int) -> Totals:
+    """``totals`` raised to at least (usd, tokens) for the window starting at ``start``; an older
+    window is replaced, a newer one kept as it is."""
+    if totals is None or totals.start < start:
+        return Totals(window, start, round(usd, 9), int(tokens))
+    if totals.start == start:
+        totals.usd = max(totals.usd, round(usd, 9))
+        totals.tokens = max(totals.tokens, int(tokens))
+    return totals
 
 
 def _read_only_uri(path: Path) -> str | None:
