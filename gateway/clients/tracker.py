@@ -17,6 +17,7 @@ real usage when the request is recorded.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -240,7 +241,7 @@ class SpendTracker:
     def adopt(self, scope: str, who: str, window: str, start: float, usd: float, tokens: int) -> None:
         """What every replica together has spent in a window (from Redis): the local totals
         become at least that (spend only grows in a window, so news out of order is harmless)."""
-        if window not in (DAY, MONTH) or not (usd >= 0 and tokens >= 0):
+        if window not in (DAY, MONTH) or not (0 <= usd < math.inf and tokens >= 0):
             return
         if scope == "p":
             was = self._providers.get(who)

@@ -297,7 +297,7 @@ class RedisShared:
         if msg["f"] == wire.SPEND:
             try:
                 self._adopt_spend(msg["n"], float(msg["usd"]), int(msg.get("tokens") or 0))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 self.dropped += 1
             return
         self._merge_key(msg["p"], msg["k"], msg["f"], msg["v"])
@@ -309,7 +309,7 @@ class RedisShared:
         try:
             if wire.merge(key, field, value, pool.clock(), self.wall()):
                 self.merged += 1
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             self.dropped += 1
 
     def _adopt_spend(self, name: str, usd: float, tokens: int) -> None:

@@ -8,6 +8,7 @@ clock and by the Redis key's TTL.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -89,11 +90,18 @@ def snapshot(key: KeyState, field: str, mono_now: float, wall_now: float) -> tup
     return None
 
 
+def _time(value: Any) -> float:
+    t = float(value)
+    if not math.isfinite(t):
+        raise ValueError("a time must be finite")
+    return t
+
+
 def merge(key: KeyState, field: str, value: dict[str, Any], mono_now: float, wall_now: float) -> bool:
     """Lay another replica's news on ``key``, only ever making it stricter. True if it changed.
-    Raises (KeyError, TypeError, ValueError) on a malformed value: the caller drops it."""
+    Raises (KeyError, TypeError, ValueError, OverflowError) on a malformed value: the caller drops it."""
     if field == REST:
-        until = to_local(float(value["until"]), mono_now, wall_now)
+        until = to_local(_time(value["until"]), mono_now, wall_now)
         if until <= key.cooldown_until or until <= mono_now:
             return False
         key.cooldown_until = until
@@ -105,7 +113,7 @@ def merge(key: KeyState, field: str, value: dict[str, Any], mono_now: float, wal
         key.disabled_reason = str(value.get("reason") or "disabled")
         return True
     if field == BREAKER:
-        until = to_local(float(value["until"]), mono_now, wall_now)
+        until = to_local(_time(value["until"]), mono_now, wall_now)
         br = key.breaker
         if until <= br.open_until or until <= mono_now:
             return False
@@ -117,7 +125,7 @@ def merge(key: KeyState, field: str, value: dict[str, Any], mono_now: float, wal
         br.undo = None
         return True
     if field == LIMITS:
-        at = to_local(float(value["at"]), mono_now, wall_now)
+        at = to_local(_time(value["at"]), mono_now, wall_now)
         if at <= key.limits_at:
             return False
         raw = value["l"]
