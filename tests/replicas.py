@@ -38,7 +38,7 @@ class Replica:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
 

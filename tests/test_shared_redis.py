@@ -16,8 +16,7 @@ from gateway.context import RequestContext, Usage
 from gateway.keypool import KeyPool
 from gateway.providers.base import Failure, UpstreamError
 from gateway.secrets import Secret
-from gateway.shared import RedisShared
-from gateway.shared import wire
+from gateway.shared import RedisShared, wire
 from tests.conftest import eventually
 from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 

@@ -230,7 +230,7 @@ class RedisShared:
         except BaseException:
             self._requeue(urgent, limits, spend)
             raise
-        for name, result in zip(names, results[len(results) - len(names):]):
+        for name, result in zip(names, results[len(results) - len(names):], strict=True):
             self._adopt_spend(name, float(result[0]), int(result[1]))
 
     def _requeue(self, urgent: dict[Field, None], limits: dict[tuple[str, str], None],
@@ -272,16 +272,21 @@ class RedisShared:
         spends = [n for n in names if wire.parse_spend_name(_text(n)) is not None]
         fields = [n for n in names if wire.parse_key_name(_text(n)) is not None]
         if fields:
-            for name, raw in zip(fields, await self.client.mget(fields)):
+            for name, raw in zip(fields, await self.client.mget(fields), strict=True):
                 parsed = wire.parse_key_name(_text(name))
                 if parsed is not None and raw is not None:
-                    field, provider, key = parsed
-                    self._merge_key(provider, key, field, orjson.loads(raw))
+                    field, provider, key_name = parsed
+                    try:
+                        value = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        self.dropped += 1
+                        continue
+                    self._merge_key(provider, key_name, field, value)
         if spends:
             pipe = self.client.pipeline(transaction=False)
             for name in spends:
                 pipe.hmget(name, "usd", "tokens")
-            for name, (usd, tokens) in zip(spends, await pipe.execute()):
+            for name, (usd, tokens) in zip(spends, await pipe.execute(), strict=True):
                 if usd is not None:
                     self._adopt_spend(_text(name), float(usd), int(tokens or 0))
 
