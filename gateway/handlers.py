@@ -48,6 +48,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx.stream = req.stream
     model = req.model
     ctx.model_asked = model if isinstance(model, str) else None
+    if app[BUDGETS].near_budget(ctx):  # REDIS_URL: close to a budget, the spend as Redis has it now
+        await app[BUDGETS].refresh(ctx)
     app[BUDGETS].admit(ctx, req)  # the key's budgets and rate limits, before anything is sent
     if settings.repair_tool_calls:
         repair_transcript(request, ctx, req)

@@ -52,13 +52,21 @@ from .budgets import (
 
 log = structlog.get_logger("gateway.budgets")
 
+# REDIS_URL: a client whose spend is past this share of a budget is admitted against the totals
+# read from Redis (one round trip) rather than the local copy, which may lag by the news's few ms
+NEAR_BUDGET = 0.8
+
 
 class SpendSink(Protocol):
     """Where spend is also told (gateway/shared: Redis, for other replicas). ``scope`` is ``c``
     (a client key, ``who`` its id) or ``p`` (a provider, ``who`` its name)."""
 
     def charge(self, scope: str, who: str | int, window: str, start: float, end: float, usd: float,
-               tokens: int) -> None: ...
+               tokens: int, urgent: bool = False) -> None: ...
+
+    async def latest(self, scope: str, who: str | int, windows: Sequence[tuple[str, float]]) -> None:
+        """Adopt the totals every replica has charged so far in these (window, start)s, if they
+        can be had at once; else leave the local ones."""
 
 
 class ClientSpend:
@@ -136,6 +144,30 @@ class SpendTracker:
         if rpm is not None:
             spend.requests.add(now, 1)
 
+    def near_budget(self, ctx: RequestContext) -> bool:
+        """Whether ``ctx``'s client is close enough to a budget (``NEAR_BUDGET``) that admission
+        should read the spend all replicas agree on (only with shared state). No I/O."""
+        limits, key_id = ctx.client_limits, ctx.client_id
+        if self.shared is None or limits is None or key_id is None or not limits.has_budget:
+            return False
+        spend = self._clients.get(key_id)
+        if spend is None:
+            return False
+        now = self.now()
+        for kind, window, unit in BUDGET_KINDS:
+            limit = getattr(limits, kind)
+            if limit is not None:
+                totals = current(spend.day if window == DAY else spend.month, window, now)
+                if totals.amount(unit) >= NEAR_BUDGET * limit:
+                    return True
+        return False
+
+    async def refresh(self, ctx: RequestContext) -> None:
+        """The latest day and month totals of ``ctx``'s client from the shared state."""
+        if self.shared is not None and ctx.client_id is not None:
+            now = self.now()
+            await self.shared.latest("c", ctx.client_id, [(DAY, day_start(now)), (MONTH, month_start(now))])
+
     def capped(self) -> Mapping[str, str]:
         """The providers whose monthly cap is reached, each with a note (for routing's plan)."""
         if self._capped and self.now() >= self._capped_until:
@@ -177,7 +209,7 @@ class SpendTracker:
             else:
                 spend.month = totals
             if self.shared is not None and totals.holds(ts):
-                self.shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens)
+                self.shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens, urgent=watched)
             if not watched or not totals.holds(ts):
                 continue
             for kind, kind_window, unit in BUDGET_KINDS:
@@ -193,7 +225,8 @@ class SpendTracker:
         was = totals.usd if totals is not None and totals.holds(ts) else 0.0
         totals = self._providers[provider] = add_spend(totals, MONTH, ts, usd, 0)
         if self.shared is not None and totals.holds(ts):
-            self.shared.charge("p", provider, MONTH, totals.start, totals.end, usd, 0)
+            self.shared.charge("p", provider, MONTH, totals.start, totals.end, usd, 0,
+                               urgent=provider in self.provider_caps)
         cap = self.provider_caps.get(provider)
         if cap is None or not totals.holds(ts):
             return

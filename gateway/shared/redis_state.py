@@ -8,16 +8,18 @@ await), and two background tasks do the rest:
   breaker opening, its disabling (each a Redis key with a TTL: a rest ends by itself) and a
   ``PUBLISH`` on one channel, from a Lua script so the write and the news are one step; spend
   is added with ``HINCRBYFLOAT``/``HINCRBY`` in a Lua script that also publishes the new totals
-  (atomic: concurrent charges from every replica add up exactly), gathered for ``SPEND_BATCH``
-  (5 ms) so one pipeline carries many requests' charges. Reported remaining tokens, which change
+  (atomic: concurrent charges from every replica add up exactly); spend no budget or cap watches
+  is gathered for ``SPEND_BATCH`` (5 ms) so one pipeline carries many requests' charges. Reported remaining tokens, which change
   on every answer, are sent at most every ``LIMITS_EVERY`` seconds per key;
 - the **listener** is subscribed to the channel and lays other replicas' news on the local pools
   and tracker (merges that only make local state stricter: gateway/shared/wire.py). A rest set
   by one replica reaches the others in about a millisecond on a LAN.
 
 Budgets are still checked locally against spend as last known: every replica learns every
-charge within a few milliseconds, so the overshoot past a budget is the requests in flight when
-it was crossed, plus those admitted in the few milliseconds the news takes.
+charge within a few milliseconds. Those milliseconds matter only near a budget, so a client past
+``NEAR_BUDGET`` (80%) of one is admitted against the totals read from Redis then (one ``HMGET``
+round trip, at most ``LATEST_TIMEOUT``): the overshoot past a budget is the requests in flight
+when it was crossed.
 
 Redis unreachable: the gateway serves on local state (``degraded``: logged once, a metric and
 ``/_status`` say so). Changes keep queueing (bounded: one entry per key field and per spend
@@ -34,7 +36,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -52,8 +54,10 @@ log = structlog.get_logger("gateway.shared")
 
 LIMITS_EVERY = 0.25  # seconds between two sends of one key's reported remaining tokens
 # spend is gathered this long before it is sent: one pipeline for the charges of many requests
-# (per-request writes cost ~10% of throughput at c=10); rests and breaker news go at once
+# (per-request writes cost ~10% of throughput at c=10); rests and breaker news, and spend that
+# counts against a client's budget or a provider's cap, go at once
 SPEND_BATCH = 0.005
+LATEST_TIMEOUT = 0.05  # seconds a request near its budget waits for Redis's totals, at most
 SPEND_KEEP = 86400.0  # a spend window's hash outlives its window by this (late requests, restarts)
 
 # KEYS[1] the field's key; ARGV: value, ttl ms, channel, message. Never shortens a longer TTL,
@@ -118,6 +122,7 @@ class RedisShared:
         self._limits: dict[tuple[str, str], None] = {}
         self._limits_sent = 0.0
         self._spend: dict[str, list[float]] = {}  # hash name -> [usd, tokens, expire at], unsent
+        self._hurry = False  # some unsent spend counts against a budget or cap
         self._wake = asyncio.Event()
         self._put = self.client.register_script(PUT)
         self._charge = self.client.register_script(CHARGE)
@@ -141,7 +146,10 @@ class RedisShared:
         return tell
 
     def charge(self, scope: str, who: str | int, window: str, start: float, end: float, usd: float,
-               tokens: int) -> None:
+               tokens: int, urgent: bool = False) -> None:
+        """``urgent``: spend against a budget or a cap, sent at once rather than gathered."""
+        if urgent:
+            self._hurry = True
         name = wire.spend_name(scope, who, window, start)
         entry = self._spend.get(name)
         if entry is None:
@@ -150,6 +158,24 @@ class RedisShared:
             entry[0] += usd
             entry[1] += tokens
         self._wake.set()
+
+    async def latest(self, scope: str, who: str | int, windows: Sequence[tuple[str, float]]) -> None:
+        """Redis's totals for these windows, adopted, within ``LATEST_TIMEOUT``; degraded, slow or
+        failing: nothing (the local totals serve). Called on a request's path near a budget only."""
+        if not self.connected:
+            return
+        names = [wire.spend_name(scope, who, window, start) for window, start in windows]
+        try:
+            async with asyncio.timeout(LATEST_TIMEOUT):
+                pipe = self.client.pipeline(transaction=False)
+                for name in names:
+                    pipe.hmget(name, "usd", "tokens")
+                results = await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            return
+        for name, (usd, tokens) in zip(names, results, strict=True):
+            if usd is not None:
+                self._adopt_spend(name, float(usd), int(tokens or 0))
 
     # ---- the tasks --------------------------------------------------------------------------
 
@@ -190,9 +216,10 @@ class RedisShared:
             if not self.connected:
                 await asyncio.sleep(self.retry)  # kept queued; sent once the listener is back
                 continue
-            if not self._urgent:
+            if not (self._urgent or self._hurry):
                 await asyncio.sleep(SPEND_BATCH)
             self._wake.clear()
+            self._hurry = False
             try:
                 await self.flush()
             except (RedisError, OSError) as e:
