@@ -9,8 +9,9 @@ await), and two background tasks do the rest:
   ``PUBLISH`` on one channel, from a Lua script so the write and the news are one step; spend
   is added with ``HINCRBYFLOAT``/``HINCRBY`` in a Lua script that also publishes the new totals
   (atomic: concurrent charges from every replica add up exactly); spend no budget or cap watches
-  is gathered for ``SPEND_BATCH`` (5 ms) so one pipeline carries many requests' charges. Reported remaining tokens, which change
-  on every answer, are sent at most every ``LIMITS_EVERY`` seconds per key;
+  is gathered for ``SPEND_BATCH`` (5 ms) so one pipeline carries many requests' charges.
+  Reported remaining tokens, which change on every answer, are sent at most every
+  ``LIMITS_EVERY`` seconds per key;
 - the **listener** is subscribed to the channel and lays other replicas' news on the local pools
   and tracker (merges that only make local state stricter: gateway/shared/wire.py). A rest set
   by one replica reaches the others in about a millisecond on a LAN.
