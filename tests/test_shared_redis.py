@@ -190,3 +190,39 @@ async def test_hostile_messages_are_dropped_not_raised(replicas, redis_server): 
         assert a.shared.connected and a.pool.peek() is not None
     finally:
         await client.aclose()
+
+
+async def test_rate_windows_count_requests_and_tokens_from_every_replica(replicas):
+    from gateway.chat import parse_chat_request
+    from gateway.errors import RateLimited
+
+    a, b = await replicas(2)
+    req = parse_chat_request(b'{"model": "zai-glm-4.7", "messages": [{"role": "user", "content": "hi"}], '
+                             b'"max_tokens": 10}')
+    limits = Limits(rpm=6)
+
+    def admit(replica: Replica) -> None:
+        ctx = RequestContext("rid", "POST", "/v1/chat/completions")
+        ctx.client_id, ctx.client_name, ctx.client_limits = 8, "bob", limits
+        replica.tracker.admit(ctx, req)
+
+    for _ in range(3):
+        admit(a)
+        admit(b)
+    await eventually(lambda: a.tracker._clients[8].requests.total == 6 and b.tracker._clients[8].requests.total == 6)
+    for replica in (a, b):  # 3 here and 3 there: the minute's 6 are spent on both
+        with pytest.raises(RateLimited):
+            admit(replica)
+
+    # tokens: what a request on a really used counts on b's tpm window
+    ctx = RequestContext("rid", "POST", "/v1/chat/completions")
+    ctx.started_at = time.time()
+    ctx.client_id, ctx.client_name, ctx.client_limits = 9, "carol", Limits(tpm=1000)
+    a.tracker.admit(ctx, req)
+    ctx.provider, ctx.usage, ctx.cost_usd = "cerebras", Usage(600, 390), 0.0
+    a.tracker.record(ctx)
+    await eventually(lambda: 9 in b.tracker._clients and b.tracker._clients[9].tokens.total == 990)
+    ctx2 = RequestContext("rid", "POST", "/v1/chat/completions")
+    ctx2.client_id, ctx2.client_name, ctx2.client_limits = 9, "carol", Limits(tpm=1000)
+    with pytest.raises(RateLimited):
+        b.tracker.admit(ctx2, req)  # 990 used on a + this one's estimate > 1000

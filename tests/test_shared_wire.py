@@ -126,3 +126,13 @@ def test_hostile_messages_parse_to_none_or_a_well_shaped_message(raw):
         assert isinstance(msg["n"], str)
     else:
         assert msg["f"] in wire.KEY_FIELDS and isinstance(msg["v"], dict)
+
+
+def test_window_additions_keep_only_well_formed_items():
+    msg = wire.parse_message(wire.window_message("me", [("requests", 1, 1.0), ("tokens", 2, 900.0)]))
+    assert wire.window_adds(msg) == [("requests", 1, 1.0), ("tokens", 2, 900.0)]
+    hostile = {"o": "x", "f": "window", "w": [["requests", 1, -1], ["tokens", "2", 5], ["bytes", 1, 1],
+                                             ["requests", True, 1], ["tokens", 3, True], [1, 2], "x",
+                                             ["tokens", 4, 1e308 * 10], ["requests", 5, 2]]}
+    assert wire.window_adds(wire.parse_message(orjson.dumps(hostile))) == [("requests", 5, 2.0)]
+    assert wire.parse_message(b'{"o": "x", "f": "window", "w": {}}') is None

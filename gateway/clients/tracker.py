@@ -55,6 +55,7 @@ log = structlog.get_logger("gateway.budgets")
 # REDIS_URL: a client whose spend is past this share of a budget is admitted against the totals
 # read from Redis (one round trip) rather than the local copy, which may lag by the news's few ms
 NEAR_BUDGET = 0.8
+REQUESTS, TOKENS = "requests", "tokens"  # the two sliding minutes (rpm, tpm)
 
 
 class SpendSink(Protocol):
@@ -63,6 +64,10 @@ class SpendSink(Protocol):
 
     def charge(self, scope: str, who: str | int, window: str, start: float, end: float, usd: float,
                tokens: int, urgent: bool = False) -> None: ...
+
+    def window(self, kind: str, key_id: int, amount: float) -> None:
+        """A client's sliding minute grew by ``amount`` (``REQUESTS`` at admission, ``TOKENS``
+        used, when recorded), for other replicas to count too."""
 
     async def latest(self, scope: str, who: str | int, windows: Sequence[tuple[str, float]]) -> None:
         """Adopt the totals every replica has charged so far in these (window, start)s, if they
@@ -143,6 +148,8 @@ class SpendTracker:
             self._reserved[ctx] = window.add(now, cost)
         if rpm is not None:
             spend.requests.add(now, 1)
+            if self.shared is not None:
+                self.shared.window(REQUESTS, key_id, 1)
 
     def near_budget(self, ctx: RequestContext) -> bool:
         """Whether ``ctx``'s client is close enough to a budget (``NEAR_BUDGET``) that admission
@@ -189,6 +196,8 @@ class SpendTracker:
             # the real usage replaces the estimate; an answer with no usage keeps the estimate
             if reserved is not None and spend is not None and (usage is not None or ctx.provider is None):
                 spend.tokens.correct(reserved, tokens)
+            if reserved is not None and tokens and self.shared is not None:
+                self.shared.window(TOKENS, key_id, tokens)  # other replicas count what it really used
             if usd or tokens:
                 if spend is None:
                     spend = self._client(key_id, ctx.client_name)
@@ -302,6 +311,15 @@ class SpendTracker:
         for provider, totals in self._providers.items():
             if totals.holds(now):
                 yield "p", provider, MONTH, totals.start, totals.end, totals.usd, totals.tokens
+
+    def foreign(self, kind: str, key_id: int, amount: float) -> None:
+        """Another replica's addition to a client's sliding minute (``window``), counted here as
+        of now (news a few ms late keeps the window's time order)."""
+        spend = self._client(key_id, None)
+        window = spend.requests if kind == REQUESTS else spend.tokens
+        now = self.now()
+        window.prune(now)
+        window.add(now, amount)
 
     # ---- at start -----------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ await), and two background tasks do the rest:
   is gathered for ``SPEND_BATCH`` (5 ms) so one pipeline carries many requests' charges.
   Reported remaining tokens, which change on every answer, are sent at most every
   ``LIMITS_EVERY`` seconds per key;
+  Additions to clients' sliding minutes (rpm at admission, tpm as really used) are published in
+  the same pipelines, not stored (a minute's counts);
 - the **listener** is subscribed to the channel and lays other replicas' news on the local pools
   and tracker (merges that only make local state stricter: gateway/shared/wire.py). A rest set
   by one replica reaches the others in about a millisecond on a LAN.
@@ -58,6 +60,7 @@ LIMITS_EVERY = 0.25  # seconds between two sends of one key's reported remaining
 # (per-request writes cost ~10% of throughput at c=10); rests and breaker news, and spend that
 # counts against a client's budget or a provider's cap, go at once
 SPEND_BATCH = 0.005
+WINDOW_QUEUE_MAX = 10_000  # unsent additions to sliding minutes kept, at most
 LATEST_TIMEOUT = 0.05  # seconds a request near its budget waits for Redis's totals, at most
 SPEND_KEEP = 86400.0  # a spend window's hash outlives its window by this (late requests, restarts)
 
@@ -124,6 +127,7 @@ class RedisShared:
         self._limits_sent = 0.0
         self._spend: dict[str, list[float]] = {}  # hash name -> [usd, tokens, expire at], unsent
         self._hurry = False  # some unsent spend counts against a budget or cap
+        self._windows: list[tuple[str, int, float]] = []  # additions to clients' sliding minutes, unsent
         self._wake = asyncio.Event()
         self._put = self.client.register_script(PUT)
         self._charge = self.client.register_script(CHARGE)
@@ -159,6 +163,11 @@ class RedisShared:
             entry[0] += usd
             entry[1] += tokens
         self._wake.set()
+
+    def window(self, kind: str, key_id: int, amount: float) -> None:
+        if len(self._windows) < WINDOW_QUEUE_MAX:  # a minute's counts: not worth more while degraded
+            self._windows.append((kind, key_id, amount))
+            self._wake.set()
 
     async def latest(self, scope: str, who: str | int, windows: Sequence[tuple[str, float]]) -> None:
         """Redis's totals for these windows, adopted, within ``LATEST_TIMEOUT``; degraded, slow or
@@ -226,7 +235,7 @@ class RedisShared:
             except (RedisError, OSError) as e:
                 self._lost(e)
                 self._wake.set()
-            if self._limits and not (self._urgent or self._spend):
+            if self._limits and not (self._urgent or self._spend or self._windows):
                 await asyncio.sleep(LIMITS_EVERY)  # remaining tokens only: not worth a write per answer
                 self._wake.set()
 
@@ -239,9 +248,12 @@ class RedisShared:
             limits, self._limits = self._limits, {}
             self._limits_sent = now
         spend, self._spend = self._spend, {}
-        if not (urgent or limits or spend):
+        windows, self._windows = self._windows, []
+        if not (urgent or limits or spend or windows):
             return
         pipe = self.client.pipeline(transaction=False)
+        if windows:  # news only: a minute's counts are not stored (a replica starting later has none)
+            pipe.publish(wire.CHANNEL, wire.window_message(self.origin, windows))
         fields = [*urgent, *((p, k, wire.LIMITS) for p, k in limits)]
         for provider, name, field in fields:
             key, pool = self.keys.get((provider, name)), self.pools.get(provider)
@@ -332,6 +344,10 @@ class RedisShared:
             self.dropped += 1
             return
         if msg["o"] == self.origin:
+            return
+        if msg["f"] == wire.WINDOW:
+            for kind, key_id, amount in wire.window_adds(msg):
+                self.tracker.foreign(kind, key_id, amount)
             return
         if msg["f"] == wire.SPEND:
             try:

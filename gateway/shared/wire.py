@@ -24,6 +24,8 @@ KEY_FIELDS = (REST, DISABLED, BREAKER, LIMITS)
 DISABLED_TTL = 86400.0  # a 401/403 key stays off for replicas starting within a day
 LIMITS_TTL = 60.0  # remaining-tokens-minute says nothing after a minute
 SPEND = "spend"
+WINDOW = "window"  # additions to clients' sliding minutes: {"w": [[kind, key id, amount], ...]}
+WINDOW_KINDS = ("requests", "tokens")
 
 
 def key_name(field: str, provider: str, key: str) -> str:
@@ -145,6 +147,23 @@ def spend_message(origin: str, name: str, usd: float, tokens: int) -> bytes:
     return orjson.dumps({"o": origin, "f": SPEND, "n": name, "usd": usd, "tokens": tokens})
 
 
+def window_message(origin: str, adds: list[tuple[str, int, float]]) -> bytes:
+    return orjson.dumps({"o": origin, "f": WINDOW, "w": adds})
+
+
+def window_adds(msg: dict[str, Any]) -> list[tuple[str, int, float]]:
+    """The well-formed additions of a window message (the others dropped)."""
+    out = []
+    for item in msg["w"]:
+        if not (isinstance(item, list) and len(item) == 3):
+            continue
+        kind, key_id, amount = item
+        if kind in WINDOW_KINDS and type(key_id) is int and isinstance(amount, (int, float)) \
+                and not isinstance(amount, bool) and 0 <= amount < math.inf:
+            out.append((kind, key_id, float(amount)))
+    return out
+
+
 def parse_message(raw: bytes | str) -> dict[str, Any] | None:
     """A message off the channel, or None when it is not one of ours (or not JSON)."""
     try:
@@ -153,6 +172,8 @@ def parse_message(raw: bytes | str) -> dict[str, Any] | None:
         return None
     if not isinstance(msg, dict) or not isinstance(msg.get("o"), str):
         return None
+    if msg.get("f") == WINDOW:
+        return msg if isinstance(msg.get("w"), list) else None
     if msg.get("f") == SPEND:
         ok = isinstance(msg.get("n"), str) and isinstance(msg.get("usd"), (int, float, str))
         return msg if ok else None
