@@ -34,6 +34,7 @@ from .providers.base import Provider
 from .providers.openai import OpenAICompatible
 from .routing import Router, Upstream
 from .server import defer_continue
+from .shared import RedisShared
 from .state import (
     ACTIVITY,
     BUDGETS,
@@ -49,6 +50,7 @@ from .state import (
     REQUEST_LOG,
     ROUTER,
     SETTINGS,
+    SHARED,
     STRATEGIES,
 )
 from .storage import ERRORS
@@ -116,6 +118,8 @@ def create_app(
     app[BUDGETS] = budgets = _budgets(settings)
     app[RECORDERS].append(budgets.record)  # after the ledger's, which prices the request first
     app.cleanup_ctx.append(_restore_spend)  # after the keystore's, which migrates the database
+    if settings.redis_url:
+        app.cleanup_ctx.append(_shared_state)  # after the router's and the restored spend
     if budgets.alerts.webhook is not None:
         app.cleanup_ctx.append(_alert_webhook)
     app.cleanup_ctx.append(_strategies(classifier, simple_threshold, clock))
@@ -221,6 +225,26 @@ async def _restore_spend(app: web.Application) -> AsyncIterator[None]:
 def _reason(e: BaseException) -> str:
     """An error's message for the one-line start-up error; a timeout says nothing by itself."""
     return str(e) or type(e).__name__
+
+
+async def _shared_state(app: web.Application) -> AsyncIterator[None]:
+    """REDIS_URL: key state and spend shared with other replicas. Redis down at start is no
+    error: the gateway starts degraded (on local state) and catches up when Redis is back."""
+    url = app[SETTINGS].redis_url
+    assert url is not None
+    shared = app[SHARED] = RedisShared(url.reveal(), [up.pool for up in app[ROUTER].upstreams], app[BUDGETS])
+    shared.attach()
+    app[METRICS].shared = shared
+    task = asyncio.create_task(shared.run())
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(shared.ready.wait(), 3.0)  # the first catch-up, before the first request
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await shared.close()
 
 
 async def _alert_webhook(app: web.Application) -> AsyncIterator[None]:

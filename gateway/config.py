@@ -185,6 +185,7 @@ class Settings:
     strategy: StrategySettings = field(default_factory=StrategySettings)  # routing strategies
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)  # for the smart ones
     local: LocalSettings | None = None  # the managed local server; None: none (or LOCAL_BASE_URL)
+    redis_url: Secret | None = None  # REDIS_URL: state shared with other replicas (may hold a password)
 
     @property
     def public_models(self) -> list[str]:
@@ -205,6 +206,8 @@ class Settings:
             found.append(self.alert_webhook_url.reveal())
         if self.database_url and (password := urlsplit(self.database_url.reveal()).password):
             found.append(password)
+        if self.redis_url:
+            found.append(self.redis_url.reveal())
         return found
 
     @property
@@ -288,8 +291,19 @@ class Settings:
             strategy=_strategy(r, providers),
             classifier=ClassifierSettings.from_env(r),
             local=managed,
+            redis_url=_redis_url(r),
         )
         return settings
+
+
+def _redis_url(r: _Reader) -> Secret | None:
+    """REDIS_URL (redis://, rediss:// or unix://), or None; the error never echoes it (a password)."""
+    url = r.text("REDIS_URL", "")
+    if not url:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return Secret(url)
 
 
 def _request_log(r: _Reader, log_dir: str) -> RequestLogSettings:

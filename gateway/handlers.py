@@ -18,7 +18,7 @@ from .repair import repair_messages
 from .routing import Served
 from .server import read_body
 from .sse import DONE, error_event
-from .state import BUDGETS, LEDGER, LOCAL_BACKEND, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS, STRATEGIES
+from .state import BUDGETS, LEDGER, LOCAL_BACKEND, REPAIRS, REQUEST_LOG, ROUTER, SETTINGS, SHARED, STRATEGIES
 from .strategy.answer import serve_draft
 from .usage import reqlog
 from .usage.answer import answer_usage
@@ -48,6 +48,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx.stream = req.stream
     model = req.model
     ctx.model_asked = model if isinstance(model, str) else None
+    if app[BUDGETS].near_budget(ctx):  # REDIS_URL: close to a budget, the spend as Redis has it now
+        await app[BUDGETS].refresh(ctx)
     app[BUDGETS].admit(ctx, req)  # the key's budgets and rate limits, before anything is sent
     if settings.repair_tool_calls:
         repair_transcript(request, ctx, req)
@@ -194,5 +196,6 @@ async def status(request: web.Request) -> web.Response:
             **request.app[LEDGER].status(),  # usage_rows_dropped, usage_queue_depth
             "budgets": request.app[BUDGETS].status(),  # provider caps, spend per key, alert queue
             **(request.app[REQUEST_LOG].status() if REQUEST_LOG in request.app else {}),
+            **({"shared_state": request.app[SHARED].status()} if SHARED in request.app else {}),
         }
     )

@@ -124,6 +124,9 @@ class KeyPool:
         self.default_cooldown = default_cooldown
         self.clock = clock
         self._picks = 0
+        # REDIS_URL: told of each change other replicas should know (gateway/shared): the key and
+        # the field ("rest", "disabled", "breaker", "limits"); it only queues, never awaits
+        self.shared: Callable[[KeyState, str], None] | None = None
 
     # ---- choosing ---------------------------------------------------------------------------
 
@@ -256,9 +259,12 @@ class KeyPool:
         kind = err.kind
         if kind in FAULTS:
             key.error_count += 1
-            return key.breaker.failed(
+            opened = key.breaker.failed(
                 self.clock(), token, kind.value, answer=kind not in SILENT, midstream=kind is Failure.MIDSTREAM
             )
+            if opened and self.shared is not None:
+                self.shared(key, "breaker")
+            return opened
         key.breaker.answered()
         if kind is Failure.RATE_LIMITED:
             seconds = err.cooldown if err.cooldown is not None else self.default_cooldown
@@ -267,6 +273,8 @@ class KeyPool:
             changed = key.disabled_reason is None
             key.disabled_reason = f"upstream answered {err.status}: {shorten(err.message, 120)}"
             key.error_count += 1
+            if changed and self.shared is not None:
+                self.shared(key, "disabled")
             return changed
         if kind is Failure.PAYMENT:
             key.error_count += 1
@@ -280,6 +288,8 @@ class KeyPool:
         if limits.remaining_tokens_minute is not None or limits.remaining_requests_day is not None:
             key.limits = limits
             key.limits_at = self.clock()
+            if self.shared is not None:
+                self.shared(key, "limits")
 
     def release(self, lease: Lease) -> None:
         if lease.done:
@@ -297,6 +307,8 @@ class KeyPool:
             return False
         key.cooldown_until = until
         key.cooldown_reason = reason
+        if self.shared is not None:
+            self.shared(key, "rest")
         return True
 
     # ---- reporting ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from .keystore import KeyStore
 from .local.backend import LocalBackend
 from .observability import Activity, Metrics
 from .routing import Router
+from .shared import RedisShared
 from .strategy.engine import Strategies
 from .usage.ledger import Ledger
 from .usage.reqlog import RequestLog
@@ -34,3 +35,4 @@ LEDGER = web.AppKey("ledger", Ledger)  # the usage ledger: its recorder, queue a
 REQUEST_LOG = web.AppKey("request_log", RequestLog)  # LOG_REQUESTS=true only: the request log
 ACTIVITY = web.AppKey("activity", Activity)  # the dashboard's recent requests, errors, fallbacks
 LOCAL_BACKEND = web.AppKey("local_backend", LocalBackend)  # set when the gateway runs llama.cpp itself
+SHARED = web.AppKey("shared", RedisShared)  # REDIS_URL set only: state shared with other replicas

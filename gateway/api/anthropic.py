@@ -80,6 +80,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ctx.stream = req.stream
     ctx.model_asked = payload["model"]
     app = request.app
+    if app[BUDGETS].near_budget(ctx):  # REDIS_URL: close to a budget, the spend as Redis has it now
+        await app[BUDGETS].refresh(ctx)
     app[BUDGETS].admit(ctx, req)  # the key's budgets and rate limits, before anything is sent
     if app[SETTINGS].repair_tool_calls:
         repair_transcript(request, ctx, req)

@@ -17,10 +17,11 @@ real usage when the request is recorded.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import structlog
@@ -52,6 +53,27 @@ from .budgets import (
 )
 
 log = structlog.get_logger("gateway.budgets")
+
+# REDIS_URL: a client whose spend is past this share of a budget is admitted against the totals
+# read from Redis (one round trip) rather than the local copy, which may lag by the news's few ms
+NEAR_BUDGET = 0.8
+REQUESTS, TOKENS = "requests", "tokens"  # the two sliding minutes (rpm, tpm)
+
+
+class SpendSink(Protocol):
+    """Where spend is also told (gateway/shared: Redis, for other replicas). ``scope`` is ``c``
+    (a client key, ``who`` its id) or ``p`` (a provider, ``who`` its name)."""
+
+    def charge(self, scope: str, who: str | int, window: str, start: float, end: float, usd: float,
+               tokens: int, urgent: bool = False) -> None: ...
+
+    def window(self, kind: str, key_id: int, amount: float) -> None:
+        """A client's sliding minute grew by ``amount`` (``REQUESTS`` at admission, ``TOKENS``
+        used, when recorded), for other replicas to count too."""
+
+    async def latest(self, scope: str, who: str | int, windows: Sequence[tuple[str, float]]) -> None:
+        """Adopt the totals every replica has charged so far in these (window, start)s, if they
+        can be had at once; else leave the local ones."""
 
 
 class ClientSpend:
@@ -86,6 +108,7 @@ class SpendTracker:
         self._capped: dict[str, str] = {}  # provider -> why routing skips it
         self._capped_until = 0.0  # when the month, and so every cap, resets
         self._reserved: dict[RequestContext, list[float]] = {}  # tpm charged up front, by request
+        self.shared: SpendSink | None = None  # REDIS_URL: spend is also charged there
 
     # ---- before forwarding --------------------------------------------------------------------
 
@@ -127,6 +150,32 @@ class SpendTracker:
             self._reserved[ctx] = window.add(now, cost)
         if rpm is not None:
             spend.requests.add(now, 1)
+            if self.shared is not None:
+                self.shared.window(REQUESTS, key_id, 1)
+
+    def near_budget(self, ctx: RequestContext) -> bool:
+        """Whether ``ctx``'s client is close enough to a budget (``NEAR_BUDGET``) that admission
+        should read the spend all replicas agree on (only with shared state). No I/O."""
+        limits, key_id = ctx.client_limits, ctx.client_id
+        if self.shared is None or limits is None or key_id is None or not limits.has_budget:
+            return False
+        spend = self._clients.get(key_id)
+        if spend is None:
+            return False
+        now = self.now()
+        for kind, window, unit in BUDGET_KINDS:
+            limit = getattr(limits, kind)
+            if limit is not None:
+                totals = current(spend.day if window == DAY else spend.month, window, now)
+                if totals.amount(unit) >= NEAR_BUDGET * limit:
+                    return True
+        return False
+
+    async def refresh(self, ctx: RequestContext) -> None:
+        """The latest day and month totals of ``ctx``'s client from the shared state."""
+        if self.shared is not None and ctx.client_id is not None:
+            now = self.now()
+            await self.shared.latest("c", ctx.client_id, [(DAY, day_start(now)), (MONTH, month_start(now))])
 
     def capped(self) -> Mapping[str, str]:
         """The providers whose monthly cap is reached, each with a note (for routing's plan)."""
@@ -149,6 +198,8 @@ class SpendTracker:
             # the real usage replaces the estimate; an answer with no usage keeps the estimate
             if reserved is not None and spend is not None and (usage is not None or ctx.provider is None):
                 spend.tokens.correct(reserved, tokens)
+            if reserved is not None and tokens and self.shared is not None:
+                self.shared.window(TOKENS, key_id, tokens)  # other replicas count what it really used
             if usd or tokens:
                 if spend is None:
                     spend = self._client(key_id, ctx.client_name)
@@ -168,6 +219,8 @@ class SpendTracker:
                 spend.day = totals
             else:
                 spend.month = totals
+            if self.shared is not None and totals.holds(ts):
+                self.shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens, urgent=watched)
             if not watched or not totals.holds(ts):
                 continue
             for kind, kind_window, unit in BUDGET_KINDS:
@@ -182,6 +235,9 @@ class SpendTracker:
         totals = self._providers.get(provider)
         was = totals.usd if totals is not None and totals.holds(ts) else 0.0
         totals = self._providers[provider] = add_spend(totals, MONTH, ts, usd, 0)
+        if self.shared is not None and totals.holds(ts):
+            self.shared.charge("p", provider, MONTH, totals.start, totals.end, usd, 0,
+                               urgent=provider in self.provider_caps)
         cap = self.provider_caps.get(provider)
         if cap is None or not totals.holds(ts):
             return
@@ -225,6 +281,47 @@ class SpendTracker:
         elif name is not None:
             spend.name = name
         return spend
+
+    def adopt(self, scope: str, who: str, window: str, start: float, usd: float, tokens: int) -> None:
+        """What every replica together has spent in a window (from Redis): the local totals
+        become at least that (spend only grows in a window, so news out of order is harmless)."""
+        if window not in (DAY, MONTH) or not (0 <= usd < math.inf and tokens >= 0):
+            return
+        if scope == "p":
+            was = self._providers.get(who)
+            totals = self._providers[who] = _raised(was, window, start, usd, 0)
+            self._check_cap(who, totals)
+            return
+        try:
+            key_id = int(who)
+        except ValueError:
+            return
+        spend = self._client(key_id, None)
+        if window == DAY:
+            spend.day = _raised(spend.day, DAY, start, usd, tokens)
+        else:
+            spend.month = _raised(spend.month, MONTH, start, usd, tokens)
+
+    def windows(self) -> Iterator[tuple[str, str | int, str, float, float, float, int]]:
+        """Every current spend window: (scope, who, window, start, end, usd, tokens), scope
+        ``c`` for a client key (``who`` its id) or ``p`` for a provider (its name)."""
+        now = self.now()
+        for spend in self._clients.values():
+            for window, totals in ((DAY, spend.day), (MONTH, spend.month)):
+                if totals is not None and totals.holds(now):
+                    yield "c", spend.id, window, totals.start, totals.end, totals.usd, totals.tokens
+        for provider, totals in self._providers.items():
+            if totals.holds(now):
+                yield "p", provider, MONTH, totals.start, totals.end, totals.usd, totals.tokens
+
+    def foreign(self, kind: str, key_id: int, amount: float) -> None:
+        """Another replica's addition to a client's sliding minute (``window``), counted here as
+        of now (news a few ms late keeps the window's time order)."""
+        spend = self._client(key_id, None)
+        window = spend.requests if kind == REQUESTS else spend.tokens
+        now = self.now()
+        window.prune(now)
+        window.add(now, amount)
 
     # ---- at start -----------------------------------------------------------------------------
 
@@ -301,6 +398,17 @@ class SpendTracker:
                     entry[kind] = getattr(limits, kind)
             clients.append(entry)
         return {"providers": providers, "clients": clients, "alerts": self.alerts.status()}
+
+
+def _raised(totals: Totals | None, window: str, start: float, usd: float, tokens: int) -> Totals:
+    """``totals`` raised to at least (usd, tokens) for the window starting at ``start``; an older
+    window is replaced, a newer one kept as it is."""
+    if totals is None or totals.start < start:
+        return Totals(window, start, round(usd, 9), int(tokens))
+    if totals.start == start:
+        totals.usd = max(totals.usd, round(usd, 9))
+        totals.tokens = max(totals.tokens, int(tokens))
+    return totals
 
 
 def _read_only_uri(path: Path) -> str | None:

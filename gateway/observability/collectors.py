@@ -14,7 +14,8 @@ yields fresh metric families each time:
   (unit ``"usd"`` or ``"tokens"``, window e.g. ``"day"``/``"month"``);
   ``metrics.ledger``: an object with ``rows_dropped: int`` and optionally ``queue_depth: int``;
   ``metrics.local_model``: an object with ``model_state() -> (model, state)``, state one of
-  ``LOCAL_STATES``.
+  ``LOCAL_STATES``;
+  ``metrics.shared``: an object with ``connected: bool`` and ``times_degraded: int`` (REDIS_URL).
 A hook that raises is logged and left out of that scrape; the rest of the scrape still answers.
 """
 from __future__ import annotations
@@ -64,7 +65,8 @@ class GatewayCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._in_flight()
         yield from self._keys()
-        for name, part in (("budgets", self._budgets), ("ledger", self._ledger), ("local_model", self._local)):
+        for name, part in (("budgets", self._budgets), ("ledger", self._ledger), ("local_model", self._local),
+                           ("shared", self._shared)):
             hook = getattr(self.metrics, name)
             if hook is None:
                 continue
@@ -142,6 +144,14 @@ class GatewayCollector:
         if depth is not None:
             yield GaugeMetricFamily("glm_gateway_usage_queue_depth", "Usage rows waiting to be written.",
                                     value=float(depth))
+
+    def _shared(self, hook: Any) -> Iterator[Metric]:
+        yield GaugeMetricFamily("glm_gateway_shared_state_connected",
+                                "1 if state is shared with other replicas now (Redis reachable); 0: degraded.",
+                                value=1.0 if hook.connected else 0.0)
+        yield CounterMetricFamily("glm_gateway_shared_state_degraded",
+                                  "Times the gateway lost Redis and served on local state.",
+                                  value=float(hook.times_degraded))
 
     def _local(self, hook: Any) -> Iterator[Metric]:
         model, state = hook.model_state()

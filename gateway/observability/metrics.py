@@ -96,6 +96,7 @@ class Metrics:
         self.budgets: object | None = None
         self.ledger: object | None = None
         self.local_model: object | None = None
+        self.shared: object | None = None  # REDIS_URL: gateway/shared's RedisShared (connected, times_degraded)
         self.collector = GatewayCollector(self, upstreams, live)
         registry.register(self.collector)
 
