@@ -101,13 +101,37 @@ def load(url: str, key: str, concurrency: int, requests: int, stream: bool) -> d
     return result
 
 
+def settled_rows(db: Path, quiet: float = 3.0, timeout: float = 60.0) -> int:
+    """Usage rows in the ledger once the count has not moved for ``quiet`` seconds (the writer
+    flushes every USAGE_FLUSH_INTERVAL, 2 s by default)."""
+    import sqlite3
+
+    def count() -> int:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return int(con.execute("SELECT count(*) FROM usage").fetchone()[0])
+
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+
+
 def make_client_key(db: Path) -> str:
+    """The bench's client key, with budgets and rate limits set high enough never to refuse: the
+    budget check and spend tracking run on every request, as for a user who set them."""
     from gateway.keystore import KeyStore
 
     async def go() -> str:
         store = await KeyStore.open(db)
         try:
             _, plaintext = await store.add("bench")
+            await store.set_limits("bench", {"daily_usd": 1e9, "monthly_usd": 1e9, "rpm": 10**9, "tpm": 10**12})
             return plaintext
         finally:
             await store.close()
@@ -215,6 +239,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke run with few requests")
     ap.add_argument("--soak", type=int, default=0, help="requests in the soak (0: no soak)")
+    ap.add_argument("--log-requests", action="store_true", help="the gateway with LOG_REQUESTS=true")
     ap.add_argument("--ceiling", type=int, default=0, metavar="N",
                     help="only json at concurrency 10, N times over: direct, the floor and the gateway; "
                          "prints the median ratios, CPU per request of each process and how busy the "
@@ -261,6 +286,8 @@ def main() -> int:
             "LOG_LEVEL": "INFO",
             "ENV_FILE": str(tmp / "none.env"),
         }
+        if a.log_requests:
+            env.update(LOG_REQUESTS="true", REQUEST_LOG_DIR=str(tmp / "requests"))
         gateway = subprocess.Popen([sys.executable, str(ROOT / "proxy_server.py")], env=env, cwd=tmp,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(gateway)
@@ -328,12 +355,14 @@ def main() -> int:
 
         soak = None
         if a.soak:
+            rows0 = settled_rows(db)
             rss_start = rss_mb(gateway.pid)
             cpu0 = cpu_seconds(gateway.pid)
             s = load(through, key, 10, a.soak, False)
             soak = {"requests": a.soak, "ok": s["ok"], "errors": s["errors"], "rps": s["rps"],
                     "rss_start_mb": rss_start, "rss_end_mb": rss_mb(gateway.pid),
-                    "cpu_s_per_1k": round((cpu_seconds(gateway.pid) - cpu0) / max(1, s["ok"]) * 1000, 3)}
+                    "cpu_s_per_1k": round((cpu_seconds(gateway.pid) - cpu0) / max(1, s["ok"]) * 1000, 3),
+                    "ledger_rows": settled_rows(db) - rows0}
 
         result = {
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -380,13 +409,16 @@ def main() -> int:
           f"{s['requests'] // len(s['rss_after_each_round_mb'])}: {s['rss_after_each_round_mb']} MB")
     if soak:
         print(f"soak: {soak['ok']}/{soak['requests']} ok at {soak['rps']} rps, RSS {soak['rss_start_mb']} -> "
-              f"{soak['rss_end_mb']} MB, {soak['cpu_s_per_1k']} CPU s/1k")
+              f"{soak['rss_end_mb']} MB, {soak['cpu_s_per_1k']} CPU s/1k, {soak['ledger_rows']} ledger rows")
     te = result["token_estimate_500kb"]
     print(f"500 KB request ({te['messages']} messages, ~{te['estimated_tokens']} tokens): parse {te['parse_ms']} ms, "
           f"repair check {te['repair_check_ms']} ms, token estimate {te['estimate_ms']} ms")
     print(f"gateway peak RSS {result['gateway_peak_rss_mb']} MB; JSON: {out}")
     failed = [r for r in rows if r["through"]["errors"] or r["direct"]["errors"]]
-    return 1 if failed or s["errors"] else 0
+    lost = bool(soak) and soak["ledger_rows"] != soak["requests"]  # every request leaves one row
+    if lost:
+        print(f"the soak left {soak['ledger_rows']} ledger rows for {soak['requests']} requests", file=sys.stderr)
+    return 1 if failed or s["errors"] or lost else 0
 
 
 if __name__ == "__main__":
