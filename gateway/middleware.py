@@ -12,7 +12,7 @@ from aiohttp import web
 
 from . import cors
 from .anthropic import errors as anthropic_errors
-from .context import RequestContext
+from .context import Recorder, RequestContext
 from .errors import (
     Forbidden,
     GatewayError,
@@ -103,12 +103,19 @@ async def gateway(request: web.Request, handler) -> web.StreamResponse:
     finally:
         ctx.finished_ns = time.perf_counter_ns()
         live.discard(ctx)
-        access("request", "debug" if path in OPEN_PATHS else "info", ctx.log_fields())
-        for record in app[RECORDERS]:
-            try:
-                record(ctx)
-            except Exception:  # a recorder's bug must not fail the request it records
-                log.exception("recorder_failed", recorder=getattr(record, "__qualname__", repr(record)))
+        # aiohttp writes the answer after this middleware returns: the log line and the recorders
+        # run on the loop's next turn, once the answer is on its way, not before it
+        asyncio.get_running_loop().call_soon(_finish, app[RECORDERS], ctx, "debug" if path in OPEN_PATHS else "info")
+
+
+def _finish(recorders: list[Recorder], ctx: RequestContext, level: str) -> None:
+    """The request's log line, then every recorder (ledger, budgets, metrics...), in order."""
+    access("request", level, ctx.log_fields())
+    for record in recorders:
+        try:
+            record(ctx)
+        except Exception:  # a recorder's bug must not fail the request it records
+            log.exception("recorder_failed", recorder=getattr(record, "__qualname__", repr(record)))
 
 
 REPAIRS_HEADER = "X-Gateway-Repairs"

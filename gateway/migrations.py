@@ -176,14 +176,29 @@ async def connect(path: Path | str, busy_timeout: float = 5.0) -> aiosqlite.Conn
         await _worker_stopped(conn)
         raise
     try:
-        await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        await _wal(db, busy_timeout)
         await db.execute("PRAGMA synchronous=NORMAL")
         await migrate(db)
     except BaseException:
         await db.close()
         raise
     return db
+
+
+async def _wal(db: aiosqlite.Connection, busy_timeout: float) -> None:
+    """Switch to WAL. The switch takes an exclusive lock and SQLite answers "database is locked"
+    at once, without its busy handler, while another connection holds the file (replicas that
+    start together on one new database): try again for up to the busy timeout."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.02)
 
 
 async def _worker_stopped(conn: aiosqlite.Connection) -> None:
