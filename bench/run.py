@@ -124,9 +124,7 @@ def settled_rows(db: Path, quiet: float = 3.0, timeout: float = 60.0) -> int:
 
 def make_client_key(db: Path) -> str:
     """The bench's client key, with budgets set high enough never to refuse: the budget check and
-    spend tracking run on every request, as for a user who set them. (Not rpm/tpm: their sliding
-    minute keeps one entry per request, which at thousands of requests a second is a known cost,
-    to be bucketed; see the README's Performance section.)"""
+    spend tracking run on every request, as for a user who set them."""
     from gateway.keystore import KeyStore
 
     async def go() -> str:

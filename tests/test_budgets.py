@@ -184,3 +184,33 @@ def test_sliding_window_correction_and_prune():
     assert window.total == 5
     window.prune(81)
     assert window.total == 0 and not window.entries
+
+
+def test_sliding_window_keeps_one_bucket_a_second_however_many_adds():
+    window = SlidingWindow()
+    handles = [window.add(100 + i / 10_000, 1) for i in range(10_000)]  # 10,000 adds in one second
+    assert len(window.entries) == 1 and window.total == 10_000
+    window.correct(handles[0], 5)  # a reservation in a shared bucket is still corrected exactly
+    assert window.total == 10_004 and window.entries[0][1] == 10_004
+    for t in range(101, 161):  # one add a second for a minute
+        window.add(t, 1)
+    window.prune(160.5)  # the first bucket stays while its latest add (t=100.9999) is in the minute
+    assert window.total == 10_064 and len(window.entries) == 61
+    window.prune(161)  # then it leaves, and so does t=101's
+    assert window.total == 59 and len(window.entries) == 59
+
+
+@pytest.mark.parametrize(
+    "adds, now, left",
+    [
+        ([(10.2, 1), (10.9, 1)], 70.5, 2),  # both in the bucket of second 10, which leaves with its latest add
+        ([(10.2, 1), (10.9, 1)], 70.9, 0),
+        ([(10.2, 1), (11.0, 1)], 70.5, 1),  # second 11 is a bucket of its own
+    ],
+)
+def test_sliding_window_bucket_leaves_with_its_latest_add(adds, now, left):
+    window = SlidingWindow()
+    for t, amount in adds:
+        window.add(t, amount)
+    window.prune(now)
+    assert window.total == left

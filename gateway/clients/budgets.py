@@ -185,18 +185,34 @@ def crossed(limit: float, before: float, after: float, thresholds: Iterable[floa
 
 # ---- the sliding minute -----------------------------------------------------------------------
 
+class Reservation:
+    """What one ``SlidingWindow.add`` put in its bucket, so it can be corrected later."""
+
+    __slots__ = ("bucket", "amount")
+
+    def __init__(self, bucket: list[float], amount: float) -> None:
+        self.bucket = bucket
+        self.amount = amount
+
+
 class SlidingWindow:
     """Amounts (requests, tokens) added at times, summed over the last ``span`` seconds.
 
-    Entries are ``[time, amount]`` lists so a reservation can be corrected later (tpm is
-    charged an estimate up front, then the real usage)."""
+    Adds within one ``resolution`` (a second) share a bucket ``[latest time, amount]``: a client
+    at thousands of requests a second keeps at most span/resolution buckets, not one object per
+    request for the garbage collector to walk. A bucket leaves the window when its latest add
+    does, so an add may count up to one resolution longer than its own minute (never shorter).
+    ``add`` returns a ``Reservation`` so an estimate can be corrected later (tpm is charged an
+    estimate up front, then the real usage)."""
 
-    __slots__ = ("entries", "span", "total")
+    __slots__ = ("entries", "span", "total", "resolution", "_slot")
 
-    def __init__(self, span: float = MINUTE) -> None:
+    def __init__(self, span: float = MINUTE, resolution: float = 1.0) -> None:
         self.span = span
-        self.entries: deque[list[float]] = deque()
+        self.resolution = resolution
+        self.entries: deque[list[float]] = deque()  # buckets, oldest first
         self.total = 0.0
+        self._slot: float | None = None  # the newest bucket's slot (time // resolution)
 
     def prune(self, now: float) -> None:
         entries = self.entries
@@ -205,18 +221,30 @@ class SlidingWindow:
             self.total -= entries.popleft()[1]
         if not entries:
             self.total = 0.0  # no float drift survives an empty window
+            self._slot = None
 
-    def add(self, now: float, amount: float) -> list[float]:
-        entry = [now, amount]
-        self.entries.append(entry)
+    def add(self, now: float, amount: float) -> Reservation:
+        slot = now // self.resolution
+        entries = self.entries
+        if entries and slot == self._slot:
+            bucket = entries[-1]
+            if now > bucket[0]:
+                bucket[0] = now
+            bucket[1] += amount
+        else:
+            bucket = [now, amount]
+            entries.append(bucket)
+            self._slot = slot
         self.total += amount
-        return entry
+        return Reservation(bucket, amount)
 
-    def correct(self, entry: list[float], amount: float) -> None:
-        """Replace an entry's amount (no-op once it has left the window)."""
-        if self.entries and entry[0] >= self.entries[0][0]:
-            self.total += amount - entry[1]
-        entry[1] = amount
+    def correct(self, entry: Reservation, amount: float) -> None:
+        """Replace an add's amount (no-op once its bucket has left the window)."""
+        bucket = entry.bucket
+        if self.entries and bucket[0] >= self.entries[0][0]:
+            self.total += amount - entry.amount
+            bucket[1] += amount - entry.amount
+        entry.amount = amount
 
     def wait_for(self, now: float, limit: float, cost: float) -> float | None:
         """Seconds until ``cost`` more fits under ``limit``; None: it fits now. Call ``prune``

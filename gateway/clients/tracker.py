@@ -38,6 +38,7 @@ from .budgets import (
     DAY,
     MONTH,
     Limits,
+    Reservation,
     SlidingWindow,
     Totals,
     add_spend,
@@ -107,7 +108,7 @@ class SpendTracker:
         self._providers: dict[str, Totals] = {}  # this month's USD per provider
         self._capped: dict[str, str] = {}  # provider -> why routing skips it
         self._capped_until = 0.0  # when the month, and so every cap, resets
-        self._reserved: dict[RequestContext, list[float]] = {}  # tpm charged up front, by request
+        self._reserved: dict[RequestContext, Reservation] = {}  # tpm charged up front, by request
         self.shared: SpendSink | None = None  # REDIS_URL: spend is also charged there
 
     # ---- before forwarding --------------------------------------------------------------------
