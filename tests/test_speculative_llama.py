@@ -27,8 +27,11 @@ async def start(gateway, llama_server, env):
 async def test_real_drafts_are_unconfident_and_escalate(gateway, fake, llama_server, stream):
     client = await start(gateway, llama_server, {"ROUTING_STRATEGY": "speculative"})
     # the client's own cap (8 tokens): a draft cut there is what it asked for, so it is judged
-    # by its log-probabilities, not ruled out by finish_reason=length
-    resp = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 8, "stream": stream})
+    # by its log-probabilities, not ruled out by finish_reason=length. Greedy (temperature 0), so
+    # the random model's draft is the same every run: sampled, it is now and then empty (its first
+    # token the end), which escalates as "draft empty" before any log-probability is looked at
+    resp = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 8, "stream": stream,
+                                                           "temperature": 0})
     assert resp.status == 200 and resp.headers["X-Gateway-Provider"] == "cerebras"
     reason = resp.headers["X-Gateway-Route-Reason"]
     found = ESCALATED.match(reason)
