@@ -58,6 +58,7 @@ from .strategy.drafts import Drafter
 from .strategy.engine import Strategies
 from .strategy.plan import Classifier
 from .strategy.slots import read_slots
+from .tasks import cancelled
 from .transport import new_session
 from .usage.ledger import Ledger
 from .usage.reqlog import RequestLog
@@ -167,9 +168,7 @@ async def _keystore(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancelled(task)
         await store.close()  # flushes pending usage
 
 
@@ -241,9 +240,7 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancelled(task)
         await shared.close()
 
 
@@ -255,9 +252,7 @@ async def _alert_webhook(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancelled(task)
         await session.close()
         if sender.queue.qsize():
             log.warning("alerts_undelivered", count=sender.queue.qsize())

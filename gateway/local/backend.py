@@ -10,7 +10,6 @@ on the admin API or in background tasks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..chat import ChatRequest
 from ..config import LOCAL, LocalSettings
 from ..errors import NO_RETRY_HEADER, GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from ..providers.base import Completion, Failure, Stream, UpstreamError
+from ..tasks import cancelled
 from .models import DEFAULT_CTX, ModelFile, ModelFolder, available_memory, check, default_ctx, owns
 from .supervisor import (
     Child,
@@ -151,9 +151,7 @@ class LocalBackend:
 
     async def close(self) -> None:
         if self._switch_task is not None:
-            self._switch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._switch_task
+            await cancelled(self._switch_task)
         await self.supervisor.close()
 
     # ---- models ---------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import aiohttp
 import structlog
 
 from ..providers.base import Provider
+from ..tasks import cancelled
 
 log = structlog.get_logger("gateway.local")
 T = TypeVar("T")
@@ -266,9 +267,7 @@ class Child:
                 await proc.wait()
         await self._drained_output()
         if self._reader is not None and not self._reader.done():
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancelled(self._reader)
         log.info("local_server_stopped", model=self.launch.model, pid=proc.pid, code=proc.returncode)
 
     def status(self) -> dict[str, object]:
@@ -380,9 +379,7 @@ class Supervisor:
             self.active, self.pending = child, None  # new requests go to the new server from here on
             self._keeper = background(self._keep(launch, child))
             if keeper is not None:
-                keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+                await cancelled(keeper)
             if old is not None:
                 self._retire(old)
             self.last_switch = {"model": launch.model, "state": Phase.READY.value}
@@ -404,9 +401,7 @@ class Supervisor:
     async def close(self) -> None:
         self._closed = True
         if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            await cancelled(self._keeper)
         draining = dict(self._retiring)
         for task in draining:
             task.cancel()  # no more waiting for their requests: the gateway is stopping

@@ -51,6 +51,7 @@ from redis.exceptions import RedisError
 
 from ..clients.tracker import SpendTracker
 from ..keypool import KeyPool, KeyState
+from ..tasks import cancelled
 from . import wire
 
 log = structlog.get_logger("gateway.shared")
@@ -211,9 +212,7 @@ class RedisShared:
                 self.ready.set()  # start degraded rather than wait for Redis
                 await asyncio.sleep(self.retry)
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await cancelled(flusher)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
