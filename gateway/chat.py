@@ -36,17 +36,24 @@ class ChatRequest:
         return orjson.dumps(self.payload) if self.modified else self.raw
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Check that ``raw`` is a chat completion request, field by field (gateway/validate.py);
-    raise InvalidRequest (400) naming the first bad field if not."""
+def load_json_object(raw: bytes, expected: str) -> dict[str, Any]:
+    """A request body that must be a JSON object; a 400 saying what is wrong otherwise.
+    ``expected`` names what the route takes ("a JSON chat completion request")."""
     if not raw.strip():
-        raise InvalidRequest("the request body is empty; send a JSON chat completion request", code="invalid_json")
+        raise InvalidRequest(f"the request body is empty; send {expected}", code="invalid_json")
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise InvalidRequest(f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_request")
+    return payload
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Check that ``raw`` is a chat completion request, field by field (gateway/validate.py);
+    raise InvalidRequest (400) naming the first bad field if not."""
+    payload = load_json_object(raw, "a JSON chat completion request")
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages", code="invalid_messages")

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from ..chat import load_json_object
 from ..errors import BadGateway, InvalidRequest
 
 Json = dict[str, Any]
@@ -79,15 +80,7 @@ def _object(value: object, path: str) -> Json:
 
 
 def load_body(raw: bytes) -> Json:
-    if not raw.strip():
-        raise InvalidRequest("the request body is empty; send a JSON Messages API request", code="invalid_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequest(f"the request body is not valid JSON: {e}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object", code="invalid_request")
-    return body
+    return load_json_object(raw, "a JSON Messages API request")
 
 
 # ---- request: Anthropic -> OpenAI ---------------------------------------------------------------
