@@ -9,6 +9,8 @@ import time
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.context import AttemptRecord, RequestContext, Usage
@@ -414,3 +416,31 @@ async def test_gzip_when_the_scraper_accepts_it(gateway):
     assert "glm_gateway_key_available" in await resp.text()  # (the client inflates it)
     resp = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in resp.headers
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.floats(min_value=0, max_value=1e4, allow_nan=False)),
+                max_size=40))
+def test_a_family_renders_what_prometheus_clients_own_metrics_would(samples):
+    """The plain-number families expose exactly what prometheus_client's locked Counter and
+    Histogram expose for the same samples (bucket edges included: a value equal to a bound is in it)."""
+    import prometheus_client
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from gateway.observability.metrics import Family, Recorded
+
+    prometheus_client.disable_created_metrics()  # as Metrics does
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    bounds = (0.5, 1.0, 10.0, 100.0)
+    hist = Family("h_seconds", "doc", ("k",), bounds)
+    count = Family("c", "doc", ("k",))
+    ours.register(Recorded((hist, count)))
+    ref_hist = Histogram("h_seconds", "doc", ("k",), registry=theirs, buckets=bounds)
+    ref_count = Counter("c", "doc", ("k",), registry=theirs)
+    for label, value in [*samples, ("a", 1.0), ("b", 100.0)]:
+        hist.observe((label,), value)
+        count.inc((label,), value)
+        ref_hist.labels(label).observe(value)
+        ref_count.labels(label).inc(value)
+    assert generate_latest(ours) == generate_latest(theirs)
