@@ -10,6 +10,7 @@ import datetime as dt
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 DAY = "day"
 MONTH = "month"
@@ -35,10 +36,16 @@ class Limits:
     rpm: int | None = None
     tpm: int | None = None
 
-    @property
+    @cached_property
+    def budgets(self) -> tuple[tuple[str, str, str, float], ...]:
+        """The budgets set, each as (kind, window, unit, limit), in ``BUDGET_KINDS`` order
+        (computed once: every request of the key reads it twice)."""
+        return tuple((kind, window, unit, limit) for kind, window, unit in BUDGET_KINDS
+                     if (limit := getattr(self, kind)) is not None)
+
+    @cached_property
     def has_budget(self) -> bool:
-        return not (self.daily_usd is None and self.monthly_usd is None
-                    and self.daily_tokens is None and self.monthly_tokens is None)
+        return bool(self.budgets)
 
     @classmethod
     def of(cls, **fields: float | None) -> Limits | None:
@@ -154,12 +161,12 @@ def current(totals: Totals | None, window: str, now: float) -> Totals:
 
 def refusal(limits: Limits, day: Totals | None, month: Totals | None, now: float) -> Refusal | None:
     """The first budget ``limits`` sets that is spent (spent >= limit) at ``now``, or None."""
-    for kind, window, unit in BUDGET_KINDS:
-        limit = getattr(limits, kind)
-        if limit is None:
-            continue
-        totals = current(day if window == DAY else month, window, now)
-        spent = totals.amount(unit)
+    for kind, window, unit, limit in limits.budgets:
+        totals = day if window == DAY else month
+        if totals is None or not totals.start <= now < totals.end:
+            spent: float = 0  # (the window reset)
+        else:
+            spent = totals.usd if unit == "usd" else totals.tokens
         if spent >= limit:
             return Refusal(kind, window, unit, limit, spent, window_end(window, now))
     return None

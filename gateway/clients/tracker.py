@@ -211,25 +211,29 @@ class SpendTracker:
 
     def _add_client(self, spend: ClientSpend, ts: float, usd: float, tokens: int) -> None:
         limits = spend.limits
-        watched = limits is not None and limits.has_budget
+        budgets = limits.budgets if limits is not None else ()
+        shared = self.shared
         for window in (DAY, MONTH):
             totals = spend.day if window == DAY else spend.month
-            was = (totals.usd, totals.tokens) if totals is not None and totals.holds(ts) else (0.0, 0)
-            totals = add_spend(totals, window, ts, usd, tokens)
-            if window == DAY:
-                spend.day = totals
+            if totals is not None and totals.start <= ts < totals.end:  # the usual case: this window
+                was_usd, was_tokens = totals.usd, totals.tokens
+                totals.add(usd, tokens)
             else:
-                spend.month = totals
-            if self.shared is not None and totals.holds(ts):
-                self.shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens, urgent=watched)
-            if not watched or not totals.holds(ts):
-                continue
-            for kind, kind_window, unit in BUDGET_KINDS:
-                limit = getattr(limits, kind)
-                if kind_window != window or limit is None:
+                was_usd, was_tokens = 0.0, 0
+                totals = add_spend(totals, window, ts, usd, tokens)
+                if window == DAY:
+                    spend.day = totals
+                else:
+                    spend.month = totals
+                if not totals.start <= ts < totals.end:
+                    continue  # a request from before the window (it began before midnight)
+            if shared is not None:
+                shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens, urgent=bool(budgets))
+            for kind, kind_window, unit, limit in budgets:
+                if kind_window != window:
                     continue
-                now_spent = totals.amount(unit)
-                for threshold in crossed(limit, was[0] if unit == "usd" else was[1], now_spent, self.thresholds):
+                now_spent = totals.usd if unit == "usd" else totals.tokens
+                for threshold in crossed(limit, was_usd if unit == "usd" else was_tokens, now_spent, self.thresholds):
                     self._alert("client", spend.name, kind, window, unit, limit, now_spent, threshold, ts)
 
     def _add_provider(self, provider: str, ts: float, usd: float) -> None:
