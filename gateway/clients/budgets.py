@@ -164,9 +164,9 @@ def refusal(limits: Limits, day: Totals | None, month: Totals | None, now: float
     for kind, window, unit, limit in limits.budgets:
         totals = day if window == DAY else month
         if totals is None or not totals.start <= now < totals.end:
-            spent: float = 0  # (the window reset)
+            spent = 0.0  # (the window reset)
         else:
-            spent = totals.usd if unit == "usd" else totals.tokens
+            spent = totals.usd if unit == "usd" else float(totals.tokens)
         if spent >= limit:
             return Refusal(kind, window, unit, limit, spent, window_end(window, now))
     return None
