@@ -9,7 +9,7 @@ front ends: one to A alone, one to A and B. Then, for each target, in rounds (ta
 back in each, medians over rounds: this machine's speed drifts):
 
 - p50 latency at concurrency 1, requests/s at concurrency 10 and 50;
-- how busy the machine's cores were, and CPU ms per request of the gateways and of nginx.
+- how busy the machine's cores were, and CPU ms per request of the gateways, nginx and Redis.
 
 Targets: the upstream direct (the ceiling), gateway C direct (Redis off), gateway A direct
 (Redis on), nginx -> A, nginx -> A + B. The bench's client key has budgets (never refusing), so
@@ -24,6 +24,7 @@ if either is missing. Writes JSON to bench/results/.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
@@ -73,6 +74,20 @@ def nginx_conf(base: str, prefix: Path, fronts: dict[int, list[int]]) -> str:
     return f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n" + http
 
 
+def admin_key(db: Path) -> str:
+    """An admin key, to read each replica's /_status (shared state connected, never degraded)."""
+    from gateway.keystore import ADMIN, KeyStore
+
+    async def go() -> str:
+        store = await KeyStore.open(db)
+        try:
+            return (await store.add("bench-admin", role=ADMIN))[1]
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -82,7 +97,7 @@ def children(pid: int) -> list[int]:
 
 def measure(url: str, key: str, pids: list[int], counts: dict[int, int]) -> dict:
     """p50 at concurrency 1 and requests/s at 10 and 50, each with cores busy and the CPU ms per
-    request of ``pids`` (gateways, nginx and its workers)."""
+    request of ``pids`` (gateways, nginx and its workers, redis-server)."""
     out: dict = {}
     for c, n in counts.items():
         cpu0, (busy0, total0) = sum(cpu_seconds(p) for p in pids), machine_busy()
@@ -119,7 +134,7 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{up_port}/", upstream)
         redis.start()
         db = tmp / "keys.db"
-        key = make_client_key(db)
+        key, admin = make_client_key(db), admin_key(db)
         base_env = {
             **os.environ,
             "HOST": "127.0.0.1",
@@ -155,13 +170,13 @@ def main() -> int:
         balancer = [nginx.pid, *children(nginx.pid)]
 
         path = "/v1/chat/completions"
+        a_pid, b_pid, r_pid = gateways["A"].pid, gateways["B"].pid, redis.proc.pid if redis.proc else 0
         targets = {  # name -> (url, key, the processes whose CPU counts)
             "upstream direct (ceiling)": (f"http://127.0.0.1:{up_port}{path}", "", []),
             "1 gateway direct, Redis off": (f"http://127.0.0.1:{ports['C']}{path}", key, [gateways["C"].pid]),
-            "1 gateway direct, Redis on": (f"http://127.0.0.1:{ports['A']}{path}", key, [gateways["A"].pid]),
-            "nginx -> 1 replica": (f"http://127.0.0.1:{one}{path}", key, [gateways["A"].pid, *balancer]),
-            "nginx -> 2 replicas": (f"http://127.0.0.1:{two}{path}", key,
-                                    [gateways["A"].pid, gateways["B"].pid, *balancer]),
+            "1 gateway direct, Redis on": (f"http://127.0.0.1:{ports['A']}{path}", key, [a_pid, r_pid]),
+            "nginx -> 1 replica": (f"http://127.0.0.1:{one}{path}", key, [a_pid, r_pid, *balancer]),
+            "nginx -> 2 replicas": (f"http://127.0.0.1:{two}{path}", key, [a_pid, b_pid, r_pid, *balancer]),
         }
         for url, k, _ in targets.values():
             load(url, k, 10, 300, False)  # warm up: pools, caches, nginx's keepalive connections
@@ -172,8 +187,12 @@ def main() -> int:
                 print(f"  round {i + 1}/{rounds} {name}: " + ", ".join(
                     f"c={c} {m['rps']} rps p50 {fmt(m['p50_ms'])} ms" for c, m in runs[name][-1].items()),
                     file=sys.stderr)
-        states = [json.load(urllib.request.urlopen(f"http://127.0.0.1:{ports[n]}/_status", timeout=5))["shared_state"]
-                  for n in ("A", "B")]  # both connected to Redis all along: times_degraded 0
+        states = []  # A's and B's: connected to Redis all along (times_degraded 0)
+        for n in ("A", "B"):
+            ask = urllib.request.Request(f"http://127.0.0.1:{ports[n]}/_status",
+                                         headers={"Authorization": f"Bearer {admin}"})
+            with urllib.request.urlopen(ask, timeout=5) as resp:
+                states.append(json.load(resp)["shared_state"])
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -200,7 +219,7 @@ def main() -> int:
     head = (f"{'target':28s} | {'c=1 p50 ms':>10} | {'c=10 rps':>8} {'busy':>5} {'cpu ms/req':>10} | "
             f"{'c=50 rps':>8} {'busy':>5} {'cpu ms/req':>10}")
     print(f"medians of {rounds} round(s), {os.cpu_count()} cores; busy: the whole machine's cores; "
-          f"cpu ms/req: gateways + nginx")
+          f"cpu ms/req: gateways + nginx + redis-server")
     print(head)
     print("-" * len(head))
     for name in runs:
@@ -208,6 +227,8 @@ def main() -> int:
               f"{med(name, 10, 'busy') * 100:4.0f}% {med(name, 10, 'cpu_ms'):10.3f} | {med(name, 50, 'rps'):8.0f} "
               f"{med(name, 50, 'busy') * 100:4.0f}% {med(name, 50, 'cpu_ms'):10.3f}")
     errors = sum(m["errors"] for rs in runs.values() for r in rs for m in r.values())
+    print("shared state: " + "; ".join(f"{n}: connected {st['connected']}, times degraded {st['times_degraded']}"
+                                       for n, st in zip("AB", states, strict=True)))
     print(f"JSON: {out}" + (f"; {errors} requests failed" if errors else ""))
     return 1 if errors else 0
 

@@ -363,11 +363,12 @@ class RedisShared:
         for held, released in releases.items():
             pipe.zrem(held, *released)
         names = list(spend)
+        watching = {name: self._watched.pop(name) for name in names if name in self._watched}
         for name in names:
             usd, tokens, expire = spend[name]
             keys = [name]
             args: list[str | int] = [repr(usd), int(tokens), int(expire), wire.CHANNEL, self.origin]
-            watched = self._watched.get(name)
+            watched = watching.get(name)
             if watched is not None:
                 keys.append(watched[0])
                 args.extend((int(now * 1000), watched[1], watched[2]))
@@ -376,6 +377,8 @@ class RedisShared:
             results = await pipe.execute()
         except BaseException:
             self._requeue(urgent, limits, spend, holds, releases)
+            for name, watched in watching.items():
+                self._watched.setdefault(name, watched)
             raise
         for name, result in zip(names, results[len(results) - len(names):], strict=True):
             self._adopt_spend(name, float(result[0]), int(result[1]))
