@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -226,3 +227,115 @@ async def test_rate_windows_count_requests_and_tokens_from_every_replica(replica
     ctx2.client_id, ctx2.client_name, ctx2.client_limits = 9, "carol", Limits(tpm=1000)
     with pytest.raises(RateLimited):
         b.tracker.admit(ctx2, req)  # 990 used on a + this one's estimate > 1000
+
+
+# ---- near a budget: Redis checks and holds in one step (ADMIT), the crossing counts the holds ----
+
+DOLLAR_A_DAY = Limits(daily_usd=1.0)
+
+
+def budgeted(key_id: int = 7) -> RequestContext:
+    ctx = RequestContext("rid", "POST", "/v1/chat/completions")
+    ctx.started_at = time.time()
+    ctx.client_id, ctx.client_name, ctx.client_limits = key_id, "alice", DOLLAR_A_DAY
+    return ctx
+
+
+async def admitted(replica: Replica, ctx: RequestContext) -> bool:
+    """Admission near a budget as the handler walks it: Redis's check and hold, then the local one."""
+    from gateway.errors import QuotaExhausted
+
+    await replica.tracker.refresh(ctx)
+    try:
+        replica.tracker.admit(ctx, None)  # type: ignore[arg-type]
+    except QuotaExhausted:
+        return False
+    return True
+
+
+def ended(replica: Replica, ctx: RequestContext, usd: float | None) -> None:
+    """The request's recorder: charged ``usd`` (None: it failed, nothing to charge)."""
+    if usd is not None:
+        ctx.provider, ctx.usage, ctx.cost_usd = "cerebras", Usage(100, 100), usd
+    replica.tracker.record(ctx)
+
+
+async def test_near_a_budget_redis_holds_admitted_requests_and_the_crossing_counts_them(replicas, redis_server):  # noqa: F811
+    a, b = await replicas(2)
+    first = budgeted()
+    assert await admitted(a, first)
+    ended(a, first, 0.95)
+    client = aioredis.Redis.from_url(redis_server.url)
+    day, held = wire.spend_name("c", 7, DAY, day_start(time.time())), wire.held_name(7)
+    try:
+        await eventually(lambda: _hget_float(client, day, "usd", 0.95))
+        assert await client.zcard(held) == 0  # its hold went with its charge
+        on_b = [budgeted() for _ in range(3)]
+        on_a = [budgeted() for _ in range(2)]
+        assert [await admitted(b, ctx) for ctx in on_b] == [True] * 3
+        assert [await admitted(a, ctx) for ctx in on_a] == [True] * 2
+        assert b.day_usd() == pytest.approx(0.95)  # read by the check, not waited for
+        assert await client.zcard(held) == 5  # held at once, in the same step as the check
+        assert await client.ttl(held) > 0
+        ended(a, on_a[0], 0.05)  # crosses $1: the other four are in flight
+        await eventually(lambda: client.hexists(day, "crossed"))
+        crossed = orjson.loads(await client.hget(day, "crossed"))
+        assert crossed["in_flight"] == 4 and float(crossed["usd"]) == pytest.approx(1.0)
+        # from now on Redis refuses, on b as well, whatever b's local totals say, and holds nothing
+        assert await b.shared.admit(7, day_start(time.time()), 0.0, DOLLAR_A_DAY, "x") is False
+        assert not await admitted(b, budgeted())
+        assert await client.zcard(held) == 4
+        for replica, ctx in [*((b, c) for c in on_b), (a, on_a[1])]:
+            ended(replica, ctx, None)  # failed requests release their holds too
+        await eventually(lambda: _zcard(client, held, 0))
+        ended(b, budgeted(), 0.5)  # a later charge past the budget leaves the first crossing's count
+        await eventually(lambda: _hget_float(client, day, "usd", 1.5))
+        assert orjson.loads(await client.hget(day, "crossed")) == crossed
+    finally:
+        await client.aclose()
+
+
+async def test_far_from_a_budget_holds_are_queued_and_stale_ones_expire(replicas, redis_server):  # noqa: F811
+    (a,) = await replicas(1)
+    client = aioredis.Redis.from_url(redis_server.url)
+    held = wire.held_name(7)
+    try:
+        ctx = budgeted()
+        assert not a.tracker.near_budget(ctx)
+        a.tracker.admit(ctx, None)  # type: ignore[arg-type]  # far from it: no round trip, the hold follows
+        await eventually(lambda: _zcard(client, held, 1))
+        ended(a, ctx, 0.01)
+        await eventually(lambda: _zcard(client, held, 0))
+        # a crashed replica's hold (its expiry passed) is dropped by the next check
+        await client.zadd(held, {"gone:1": (time.time() - 1) * 1000})
+        assert await a.shared.admit(7, day_start(time.time()), 0.0, DOLLAR_A_DAY, "live:1") is True
+        assert [m.decode() for m in await client.zrange(held, 0, -1)] == ["live:1"]
+    finally:
+        await client.aclose()
+
+
+async def test_near_a_budget_with_redis_down_admits_on_local_totals_and_holds_later(replicas, redis_server):  # noqa: F811
+    (a,) = await replicas(1)
+    redis_server.stop()
+    await eventually(lambda: not a.shared.connected)
+    ctx = budgeted()
+    assert await a.shared.admit(7, day_start(time.time()), 0.0, DOLLAR_A_DAY, "x") is None
+    assert await admitted(a, ctx)  # degraded: the local totals decide, never an error
+    assert a.shared.status()["pending"] >= 1
+    redis_server.start()
+    await eventually(lambda: a.shared.connected, timeout=10)
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await eventually(lambda: _zcard(client, wire.held_name(7), 1))  # queued while apart, sent on return
+        ended(a, ctx, 0.01)
+        await eventually(lambda: _zcard(client, wire.held_name(7), 0))
+    finally:
+        await client.aclose()
+
+
+async def _hget_float(client, name: str, field: str, expected: float) -> bool:
+    return float(await client.hget(name, field) or 0) == pytest.approx(expected)
+
+
+async def _zcard(client, name: str, expected: int) -> bool:
+    return await client.zcard(name) == expected

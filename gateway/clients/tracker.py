@@ -66,15 +66,25 @@ class SpendSink(Protocol):
     (a client key, ``who`` its id) or ``p`` (a provider, ``who`` its name)."""
 
     def charge(self, scope: str, who: str | int, window: str, start: float, end: float, usd: float,
-               tokens: int, urgent: bool = False) -> None: ...
+               tokens: int, urgent: bool = False,
+               limits: tuple[float | None, float | None] | None = None) -> None: ...
 
     def window(self, kind: str, key_id: int, amount: float) -> None:
         """A client's sliding minute grew by ``amount`` (``REQUESTS`` at admission, ``TOKENS``
         used, when recorded), for other replicas to count too."""
 
-    async def latest(self, scope: str, who: str | int, windows: Sequence[tuple[str, float]]) -> None:
-        """Adopt the totals every replica has charged so far in these (window, start)s, if they
-        can be had at once; else leave the local ones."""
+    def hold(self, key_id: int, hold_id: str | None = None) -> str:
+        """A request of a budgeted client was admitted (here, from local totals): count it in
+        flight for every replica, without waiting. Returns its hold's id."""
+
+    def hold_id(self) -> str: ...
+
+    def release(self, key_id: int, hold_id: str) -> None:
+        """The request held as ``hold_id`` has ended (its charge, if any, was just told)."""
+
+    async def admit(self, key_id: int, day: float, month: float, limits: Limits, hold_id: str) -> bool | None:
+        """Near a budget: check the spend every replica agrees on and hold the request, in one
+        atomic step, adopting the totals read. True held, False refused, None no answer."""
 
 
 class ClientSpend:
@@ -109,6 +119,7 @@ class SpendTracker:
         self._capped: dict[str, str] = {}  # provider -> why routing skips it
         self._capped_until = 0.0  # when the month, and so every cap, resets
         self._reserved: dict[RequestContext, Reservation] = {}  # tpm charged up front, by request
+        self._held: dict[RequestContext, tuple[str, bool]] = {}  # REDIS_URL: (hold id, held yet)
         self.shared: SpendSink | None = None  # REDIS_URL: spend is also charged there
 
     # ---- before forwarding --------------------------------------------------------------------
@@ -153,6 +164,10 @@ class SpendTracker:
             spend.requests.add(now, 1)
             if self.shared is not None:
                 self.shared.window(REQUESTS, key_id, 1)
+        if self.shared is not None and limits.has_budget:
+            held = self._held.get(ctx)
+            if held is None or not held[1]:  # admitted on local totals: held without a round trip
+                self._held[ctx] = (self.shared.hold(key_id, held[0] if held else None), True)
 
     def near_budget(self, ctx: RequestContext) -> bool:
         """Whether ``ctx``'s client is close enough to a budget (``NEAR_BUDGET``) that admission
@@ -173,10 +188,17 @@ class SpendTracker:
         return False
 
     async def refresh(self, ctx: RequestContext) -> None:
-        """The latest day and month totals of ``ctx``'s client from the shared state."""
-        if self.shared is not None and ctx.client_id is not None:
+        """Near a budget (``near_budget``), before ``admit``: the shared state checks the spend
+        every replica agrees on and holds the request in one atomic step; the totals it read
+        become the local ones', so ``admit`` refuses if it refused. No answer in time: ``admit``
+        decides on the local totals (and queues the hold)."""
+        limits, key_id = ctx.client_limits, ctx.client_id
+        if self.shared is not None and key_id is not None and limits is not None:
             now = self.now()
-            await self.shared.latest("c", ctx.client_id, [(DAY, day_start(now)), (MONTH, month_start(now))])
+            hold_id = self.shared.hold_id()
+            held = await self.shared.admit(key_id, day_start(now), month_start(now), limits, hold_id)
+            if held is not False:
+                self._held[ctx] = (hold_id, held is True)  # None: maybe held (a late answer): released anyway
 
     def capped(self) -> Mapping[str, str]:
         """The providers whose monthly cap is reached, each with a note (for routing's plan)."""
@@ -194,6 +216,7 @@ class SpendTracker:
         usd = ctx.cost_usd or 0.0
         key_id = ctx.client_id
         if key_id is not None:
+            held = self._held.pop(ctx, None) if self._held else None
             reserved = self._reserved.pop(ctx, None)
             spend = self._clients.get(key_id)
             # the real usage replaces the estimate; an answer with no usage keeps the estimate
@@ -205,6 +228,8 @@ class SpendTracker:
                 if spend is None:
                     spend = self._client(key_id, ctx.client_name)
                 self._add_client(spend, ctx.started_at, usd, tokens)
+            if held is not None and self.shared is not None:
+                self.shared.release(key_id, held[0])  # after its charge: both go in one flush
         provider = ctx.provider
         if usd and provider is not None:
             self._add_provider(provider, ctx.started_at, usd)
@@ -228,7 +253,12 @@ class SpendTracker:
                 if not totals.start <= ts < totals.end:
                     continue  # a request from before the window (it began before midnight)
             if shared is not None:
-                shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens, urgent=bool(budgets))
+                watched = None
+                if budgets and limits is not None:  # the crossing of these is counted (the requests in flight then)
+                    watched = ((limits.daily_usd, limits.daily_tokens) if window == DAY
+                               else (limits.monthly_usd, limits.monthly_tokens))
+                shared.charge("c", spend.id, window, totals.start, totals.end, usd, tokens, urgent=bool(budgets),
+                              limits=watched)
             for kind, kind_window, unit, limit in budgets:
                 if kind_window != window:
                     continue

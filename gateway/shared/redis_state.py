@@ -20,9 +20,14 @@ await), and two background tasks do the rest:
 
 Budgets are still checked locally against spend as last known: every replica learns every
 charge within a few milliseconds. Those milliseconds matter only near a budget, so a client past
-``NEAR_BUDGET`` (80%) of one is admitted against the totals read from Redis then (one ``HMGET``
-round trip, at most ``LATEST_TIMEOUT``): the overshoot past a budget is the requests in flight
-when it was crossed.
+``NEAR_BUDGET`` (80%) of one is admitted by Redis (``ADMIT``: one round trip, at most
+``LATEST_TIMEOUT``), which checks the spend and *holds* the request in the client's in-flight set
+in one atomic step. Far from a budget the hold is queued like a charge (no round trip). A
+request's charge releases its hold; a hold a crashed replica left expires (``HOLD_TTL``). The
+charge that crosses a budget counts the holds left then (``crossed`` in the spend hash, and a
+``budget_crossed`` log line): the requests in flight when it was crossed, every one of them
+admitted before it, and none after (a request answered but not charged yet is still in flight:
+its charge follows its last byte by a few milliseconds).
 
 Redis unreachable: the gateway serves on local state (``degraded``: logged once, a metric and
 ``/_status`` say so). Changes keep queueing (bounded: one entry per key field and per spend
@@ -37,9 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -49,6 +55,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ..clients.budgets import DAY, MONTH, Limits
 from ..clients.tracker import SpendTracker
 from ..keypool import KeyPool, KeyState
 from ..tasks import cancelled
@@ -64,6 +71,8 @@ SPEND_BATCH = 0.005
 WINDOW_QUEUE_MAX = 10_000  # unsent additions to sliding minutes kept, at most
 LATEST_TIMEOUT = 0.05  # seconds a request near its budget waits for Redis's totals, at most
 SPEND_KEEP = 86400.0  # a spend window's hash outlives its window by this (late requests, restarts)
+HOLD_TTL = 900.0  # seconds a hold lasts unless released (longer than UPSTREAM_TIMEOUT's default 600)
+TOLERANCE = 5e-10  # spend compares as the tracker's totals do (rounded to a billionth of a dollar)
 
 # KEYS[1] the field's key; ARGV: value, ttl ms, channel, message. Never shortens a longer TTL,
 # so the longest rest any replica set is the one a replica starting later reads.
@@ -73,13 +82,56 @@ if tonumber(ARGV[2]) > ttl then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
-# KEYS[1] a spend hash; ARGV: usd, tokens, expire at (epoch s), channel, origin
+# KEYS[1] a spend hash, KEYS[2] (watched client windows only) the client's held set; ARGV: usd,
+# tokens, expire at (epoch s), channel, origin, [now (ms), usd limit, tokens limit ('' = none)].
+# Returns {usd, tokens, in flight}: in flight is -1 unless this charge crossed a limit, then the
+# holds left in the set (the requests admitted and not charged yet), also kept in the hash's
+# ``crossed`` field (the window's first crossing)
 CHARGE = """
+local before_usd = tonumber(redis.call('HGET', KEYS[1], 'usd') or '0')
+local before_tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '0')
 local usd = redis.call('HINCRBYFLOAT', KEYS[1], 'usd', ARGV[1])
 local tokens = redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[2])
 redis.call('EXPIREAT', KEYS[1], ARGV[3])
+local in_flight = -1
+if #KEYS > 1 then
+  local function crosses(limit, before, after)
+    if limit == '' then return false end
+    local edge = tonumber(limit) - """ + repr(TOLERANCE) + """
+    return before < edge and after >= edge
+  end
+  if crosses(ARGV[7], before_usd, tonumber(usd)) or crosses(ARGV[8], before_tokens, tokens) then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
+    in_flight = redis.call('ZCARD', KEYS[2])
+    redis.call('HSETNX', KEYS[1], 'crossed',
+      cjson.encode({in_flight = in_flight, usd = usd, tokens = tokens, at_ms = tonumber(ARGV[6])}))
+  end
+end
 redis.call('PUBLISH', ARGV[4], cjson.encode({o = ARGV[5], f = 'spend', n = KEYS[1], usd = usd, tokens = tokens}))
-return {usd, tokens}
+return {usd, tokens, in_flight}
+"""
+# KEYS[1] a client's day hash, KEYS[2] its month hash, KEYS[3] its held set; ARGV: hold id, now
+# (ms), hold ttl (ms), then the daily usd, daily tokens, monthly usd, monthly tokens limits ('' =
+# none). Admitted (no limit spent): the hold is added, expired ones dropped. Returns {1 admitted
+# or 0, day usd, day tokens, month usd, month tokens} (totals as strings: Lua numbers are integers)
+ADMIT = """
+local totals = {}
+for i = 1, 2 do
+  local v = redis.call('HMGET', KEYS[i], 'usd', 'tokens')
+  totals[#totals + 1] = v[1] or '0'
+  totals[#totals + 1] = v[2] or '0'
+end
+local admitted = 1
+for i = 1, 4 do
+  local limit = ARGV[3 + i]
+  if limit ~= '' and tonumber(totals[i]) >= tonumber(limit) - """ + repr(TOLERANCE) + """ then admitted = 0 end
+end
+if admitted == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+return {admitted, totals[1], totals[2], totals[3], totals[4]}
 """
 # KEYS[1] a spend hash; ARGV: usd, tokens, expire at: raise the totals to at least these
 FLOOR = """
@@ -129,10 +181,15 @@ class RedisShared:
         self._spend: dict[str, list[float]] = {}  # hash name -> [usd, tokens, expire at], unsent
         self._hurry = False  # some unsent spend counts against a budget or cap
         self._windows: list[tuple[str, int, float]] = []  # additions to clients' sliding minutes, unsent
+        self._holds: dict[str, dict[str, float]] = {}  # held set -> hold id -> expires at (ms), unsent
+        self._releases: dict[str, list[str]] = {}  # held set -> hold ids to drop, unsent
+        self._watched: dict[str, tuple[str, str, str]] = {}  # spend hash -> (held set, usd, tokens limits)
+        self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._put = self.client.register_script(PUT)
         self._charge = self.client.register_script(CHARGE)
         self._floor = self.client.register_script(FLOOR)
+        self._admit = self.client.register_script(ADMIT)
 
     # ---- what the pools and the tracker call (sync, no await: a dict write) ------------------
 
@@ -152,11 +209,15 @@ class RedisShared:
         return tell
 
     def charge(self, scope: str, who: str | int, window: str, start: float, end: float, usd: float,
-               tokens: int, urgent: bool = False) -> None:
-        """``urgent``: spend against a budget or a cap, sent at once rather than gathered."""
+               tokens: int, urgent: bool = False,
+               limits: tuple[float | None, float | None] | None = None) -> None:
+        """``urgent``: spend against a budget or a cap, sent at once rather than gathered.
+        ``limits``: a client's (usd, tokens) budgets in this window, whose crossing is counted."""
         if urgent:
             self._hurry = True
         name = wire.spend_name(scope, who, window, start)
+        if limits is not None:
+            self._watched[name] = (wire.held_name(who), _limit_arg(limits[0]), _limit_arg(limits[1]))
         entry = self._spend.get(name)
         if entry is None:
             self._spend[name] = [usd, float(tokens), end + SPEND_KEEP]
@@ -170,23 +231,50 @@ class RedisShared:
             self._windows.append((kind, key_id, amount))
             self._wake.set()
 
-    async def latest(self, scope: str, who: str | int, windows: Sequence[tuple[str, float]]) -> None:
-        """Redis's totals for these windows, adopted, within ``LATEST_TIMEOUT``; degraded, slow or
-        failing: nothing (the local totals serve). Called on a request's path near a budget only."""
+    def hold(self, key_id: int, hold_id: str | None = None) -> str:
+        """A request of a budgeted client admitted locally: queue its hold (sent with the next
+        flush). Returns the hold's id, for ``release``."""
+        hold_id = hold_id or self.hold_id()
+        self._holds.setdefault(wire.held_name(key_id), {})[hold_id] = (self.wall() + HOLD_TTL) * 1000
+        self._wake.set()
+        return hold_id
+
+    def hold_id(self) -> str:
+        return f"{self.origin}:{next(self._seq)}"
+
+    def release(self, key_id: int, hold_id: str) -> None:
+        """The request has ended (its charge, if any, is queued now too): its hold goes."""
+        name = wire.held_name(key_id)
+        unsent = self._holds.get(name)
+        if unsent is not None and unsent.pop(hold_id, None) is not None:
+            if not unsent:
+                del self._holds[name]
+            return  # never sent: nothing to drop in Redis
+        self._releases.setdefault(name, []).append(hold_id)
+        self._wake.set()
+
+    async def admit(self, key_id: int, day: float, month: float, limits: Limits, hold_id: str) -> bool | None:
+        """Near a budget: Redis checks the client's day and month totals against ``limits`` and,
+        if none is spent, holds the request (``hold_id``), in one atomic step; the totals read
+        are adopted. True: held; False: refused (a budget is spent); None: no answer within
+        ``LATEST_TIMEOUT`` or degraded (the local totals serve, and the caller queues the hold)."""
         if not self.connected:
-            return
-        names = [wire.spend_name(scope, who, window, start) for window, start in windows]
+            return None
+        names = [wire.spend_name("c", key_id, DAY, day), wire.spend_name("c", key_id, MONTH, month)]
+        now_ms = self.wall() * 1000
         try:
             async with asyncio.timeout(LATEST_TIMEOUT):
-                pipe = self.client.pipeline(transaction=False)
-                for name in names:
-                    pipe.hmget(name, "usd", "tokens")
-                results = await pipe.execute()
+                result = await self._admit(
+                    keys=[*names, wire.held_name(key_id)],
+                    args=[hold_id, int(now_ms), int(HOLD_TTL * 1000),
+                          *(_limit_arg(limits.daily_usd), _limit_arg(limits.daily_tokens),
+                            _limit_arg(limits.monthly_usd), _limit_arg(limits.monthly_tokens))])
         except (RedisError, OSError, TimeoutError):
-            return
-        for name, (usd, tokens) in zip(names, results, strict=True):
-            if usd is not None:
-                self._adopt_spend(name, float(usd), int(tokens or 0))
+            return None
+        admitted, day_usd, day_tokens, month_usd, month_tokens = result
+        self._adopt_spend(names[0], float(day_usd), int(day_tokens))
+        self._adopt_spend(names[1], float(month_usd), int(month_tokens))
+        return bool(admitted)
 
     # ---- the tasks --------------------------------------------------------------------------
 
@@ -248,7 +336,9 @@ class RedisShared:
             self._limits_sent = now
         spend, self._spend = self._spend, {}
         windows, self._windows = self._windows, []
-        if not (urgent or limits or spend or windows):
+        holds, self._holds = self._holds, {}
+        releases, self._releases = self._releases, {}
+        if not (urgent or limits or spend or windows or holds or releases):
             return
         pipe = self.client.pipeline(transaction=False)
         if windows:  # news only: a minute's counts are not stored (a replica starting later has none)
@@ -265,21 +355,48 @@ class RedisShared:
             message = wire.key_message(self.origin, field, provider, name, value)
             await self._put(keys=[wire.key_name(field, provider, name)],
                             args=[orjson.dumps(value), max(1, int(ttl * 1000)), wire.CHANNEL, message], client=pipe)
+        # holds, then releases, then charges (last: their results are read): a request's release
+        # and its charge are queued together, so the count a crossing charge takes excludes it
+        for held, ids in holds.items():
+            pipe.zadd(held, ids)
+            pipe.pexpire(held, int(HOLD_TTL * 1000))
+        for held, released in releases.items():
+            pipe.zrem(held, *released)
         names = list(spend)
+        watching = {name: self._watched.pop(name) for name in names if name in self._watched}
         for name in names:
             usd, tokens, expire = spend[name]
-            await self._charge(keys=[name], args=[repr(usd), int(tokens), int(expire), wire.CHANNEL, self.origin],
-                               client=pipe)
+            keys = [name]
+            args: list[str | int] = [repr(usd), int(tokens), int(expire), wire.CHANNEL, self.origin]
+            watched = watching.get(name)
+            if watched is not None:
+                keys.append(watched[0])
+                args.extend((int(now * 1000), watched[1], watched[2]))
+            await self._charge(keys=keys, args=args, client=pipe)
         try:
             results = await pipe.execute()
         except BaseException:
-            self._requeue(urgent, limits, spend)
+            self._requeue(urgent, limits, spend, holds, releases)
+            for name, watched in watching.items():
+                self._watched.setdefault(name, watched)
             raise
         for name, result in zip(names, results[len(results) - len(names):], strict=True):
             self._adopt_spend(name, float(result[0]), int(result[1]))
+            if int(result[2]) >= 0:
+                log.warning("budget_crossed", spend=name, usd=float(result[0]), tokens=int(result[1]),
+                            in_flight=int(result[2]), note="requests admitted before the crossing and not charged yet")
 
     def _requeue(self, urgent: dict[Field, None], limits: dict[tuple[str, str], None],
-                 spend: dict[str, list[float]]) -> None:
+                 spend: dict[str, list[float]], holds: dict[str, dict[str, float]],
+                 releases: dict[str, list[str]]) -> None:
+        for held, ids in holds.items():
+            self._holds.setdefault(held, {}).update(ids)
+        for held, released in releases.items():
+            for hold_id in released:
+                unsent = self._holds.get(held)
+                if unsent is not None and unsent.pop(hold_id, None) is not None:
+                    continue  # released while its hold waited: neither is sent
+                self._releases.setdefault(held, []).append(hold_id)
         for f in urgent:
             self._urgent[f] = None
         for k in limits:
@@ -406,9 +523,15 @@ class RedisShared:
             "degraded": not self.connected,
             "degraded_for_s": round(self.wall() - self.degraded_since, 3) if self.degraded_since else 0.0,
             "times_degraded": self.times_degraded,
-            "pending": len(self._urgent) + len(self._limits) + len(self._spend),
+            "pending": len(self._urgent) + len(self._limits) + len(self._spend) + len(self._holds)
+            + len(self._releases),
             "merged": self.merged,
         }
+
+
+def _limit_arg(limit: float | None) -> str:
+    """A limit as a script argument: '' for none."""
+    return "" if limit is None else repr(limit)
 
 
 def _text(name: bytes | str) -> str:

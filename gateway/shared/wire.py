@@ -47,6 +47,11 @@ def spend_name(scope: str, who: str | int, window: str, start: float) -> str:
     return f"{PREFIX}{SPEND}:{scope}:{who}:{window}:{int(start)}"
 
 
+def held_name(key_id: str | int) -> str:
+    """The Redis sorted set of a client's requests admitted and not charged yet (its holds)."""
+    return f"{PREFIX}held:c:{key_id}"
+
+
 def parse_spend_name(name: str) -> tuple[str, str, str, float] | None:
     """(scope, who, window, start) of a name made by ``spend_name``, or None."""
     if not name.startswith(PREFIX + SPEND + ":"):
