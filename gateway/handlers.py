@@ -12,7 +12,7 @@ from aiohttp import web
 from .chat import ChatRequest, parse_chat_request
 from .context import RequestContext
 from .errors import GatewayError, NotFound, PayloadTooLarge
-from .middleware import PROVIDER_HEADER, STRATEGY_HEADER, context_of, stamp_response
+from .middleware import CONTEXT, PROVIDER_HEADER, STRATEGY_HEADER, stamp_response
 from .providers.base import Completion, Stream, UpstreamError
 from .repair import repair_messages
 from .routing import Served
@@ -36,7 +36,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
-    ctx = context_of(request)
+    ctx: RequestContext = request[CONTEXT]
     if settings.request_log.enabled:
         reqlog.start(ctx, request.headers)
     limit = settings.max_request_bytes
@@ -48,9 +48,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx.stream = req.stream
     model = req.model
     ctx.model_asked = model if isinstance(model, str) else None
-    if app[BUDGETS].near_budget(ctx):  # REDIS_URL: close to a budget, the spend as Redis has it now
-        await app[BUDGETS].refresh(ctx)
-    app[BUDGETS].admit(ctx, req)  # the key's budgets and rate limits, before anything is sent
+    budgets = app[BUDGETS]
+    if budgets.near_budget(ctx):  # REDIS_URL: close to a budget, the spend as Redis has it now
+        await budgets.refresh(ctx)
+    budgets.admit(ctx, req)  # the key's budgets and rate limits, before anything is sent
     if settings.repair_tool_calls:
         repair_transcript(request, ctx, req)
     router = app[ROUTER]

@@ -58,7 +58,7 @@ from .errors import (
 )
 from .keypool import FAULTS, KeyPool, KeyState, Outlook
 from .logs import shorten
-from .providers.base import Completion, Failure, Provider, Stream, UpstreamError
+from .providers.base import Failure, Provider, Stream, UpstreamError
 from .sse import has_data
 from .tokens import estimate_prompt_tokens, may_exceed
 
@@ -197,11 +197,8 @@ class Router:
         """The answer of the first upstream that serves. ``order``: the upstreams to walk, first
         choice first (a routing strategy's; None: the configured chain)."""
 
-        async def call(up: Upstream, secret: str) -> tuple[Completion, object]:
-            done = await up.provider.chat(req, secret)
-            return done, done.rate_limits
-
-        return await self._walk(req, call, ctx or RequestContext("-", "", ""), order)
+        # (no closure: _walk awaits the provider's chat itself, one coroutine less a request)
+        return await self._walk(req, None, ctx or RequestContext("-", "", ""), order)
 
     async def open_stream(
         self, req: ChatRequest, ctx: RequestContext | None = None, order: Sequence[Upstream] | None = None
@@ -231,7 +228,7 @@ class Router:
     async def _walk(
         self,
         req: ChatRequest,
-        call: Callable[[Upstream, str], Awaitable[tuple[R, object]]],
+        call: Callable[[Upstream, str], Awaitable[tuple[R, object]]] | None,
         ctx: RequestContext,
         order: Sequence[Upstream] | None = None,
     ) -> Served:
@@ -239,7 +236,9 @@ class Router:
         upstreams = self.upstreams if order is None else order
         if self._gated:
             upstreams = admit(upstreams, req.model)
-        targets, notes = plan(upstreams, await self.prompt_tokens(req), capped)
+        smallest = self._smallest_limit
+        prompt = None if smallest is None or not may_exceed(len(req.raw), smallest) else await self.prompt_tokens(req)
+        targets, notes = plan(upstreams, prompt, capped)
         if notes:
             ctx.skipped = notes
         if not targets:
@@ -270,7 +269,12 @@ class Router:
                     tried.add(lease.key.name)
                     began = time.perf_counter_ns()
                     try:
-                        result, limits = await call(up, lease.key.secret)
+                        if call is None:  # a whole answer (complete)
+                            done = await up.provider.chat(req, lease.key.secret)
+                            result: object = done
+                            limits: object = done.rate_limits
+                        else:
+                            result, limits = await call(up, lease.key.secret)
                     except UpstreamError as e:
                         ended = time.perf_counter_ns()
                         ctx.upstream_ns += ended - began

@@ -26,6 +26,8 @@ from .estimate import PendingUsage
 
 def _int(value: object) -> int:
     """A token count as reported; anything that is not a count of 0 or more reads as 0."""
+    if value.__class__ is int and value >= 0:  # (the usual answer)
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         return 0
     return int(value)

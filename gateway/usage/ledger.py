@@ -125,7 +125,11 @@ class Ledger:
             price = self.prices.lookup(ctx.provider, ctx.model_served)
             primary = self.primary_price(ctx.model_asked)
             ctx.cost_usd = cost(usage, price) if price is not None else None
-            ctx.primary_cost_usd = cost(usage, primary) if primary is not None else None
+            # (served by the primary, as most requests are: the same price, the same cost)
+            if primary is price:
+                ctx.primary_cost_usd = ctx.cost_usd
+            else:
+                ctx.primary_cost_usd = cost(usage, primary) if primary is not None else None
             priced = price is not None
             if not priced:
                 self._unpriced(ctx.provider, ctx.model_served)
