@@ -96,6 +96,13 @@ _FLUSH_SQL = ("UPDATE api_keys SET request_count = request_count + ?, "
               "last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?")  # PostgreSQL: greatest()
 
 
+class Uncached:
+    """``KeyStore.known``'s answer for a key it has not looked up yet."""
+
+
+UNCACHED = Uncached()
+
+
 class KeyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -122,6 +129,15 @@ class KeyStore:
             await self._db.close()
 
     # ---- request path -------------------------------------------------------------------------
+
+    def known(self, plaintext: str) -> ClientKey | None | Uncached:
+        """The cached answer for this plaintext without awaiting (the request path's usual case):
+        the active key, or None (unknown or revoked); ``UNCACHED`` when ``authenticate`` must
+        look it up."""
+        found = self._cache.get(hash_key(plaintext), UNCACHED)
+        if isinstance(found, ClientKey) and not found.active:
+            return None
+        return found
 
     async def authenticate(self, plaintext: str) -> ClientKey | None:
         """The active key for this plaintext, or None. Cached; no DB access for known keys. A key

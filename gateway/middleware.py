@@ -24,6 +24,7 @@ from .errors import (
     error_response,
     upstream_error_body,
 )
+from .keystore import UNCACHED, ClientKey
 from .logs import REQUEST_ID, access, redact
 from .state import CORS, KEYSTORE, LIVE, RECORDERS, SETTINGS
 
@@ -208,8 +209,10 @@ async def authenticate(request: web.Request, ctx: RequestContext) -> None:
     if token is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <your gateway key>' (or 'x-api-key')")
     store = request.app[KEYSTORE]
-    key = await store.authenticate(token)
-    if key is None:
+    key = store.known(token)  # cached: no coroutine to await
+    if key is UNCACHED:
+        key = await store.authenticate(token)
+    if not isinstance(key, ClientKey):
         raise Unauthorized("invalid or revoked API key")
     store.record_use(key.id)
     ctx.client_id = key.id

@@ -2,7 +2,7 @@ import sqlite3
 
 import pytest
 
-from gateway.keystore import KEY_PREFIX, KeyStore, KeyStoreError, hash_key
+from gateway.keystore import KEY_PREFIX, UNCACHED, KeyStore, KeyStoreError, hash_key
 from gateway.migrations import MIGRATIONS, migrate
 
 
@@ -76,6 +76,31 @@ async def test_revocation_by_another_connection_drops_the_cache(tmp_path):
         assert await server.refresh() is True  # ... until the refresh sees the commit
         assert await server.authenticate(plaintext) is None
         assert await server.refresh() is False
+    finally:
+        await server.close()
+        await admin.close()
+
+
+async def test_known_answers_from_the_cache_only_and_agrees_with_authenticate(tmp_path):
+    """The request path's sync look: nothing it has not looked up (UNCACHED, so the caller awaits
+    ``authenticate``), then what ``authenticate`` found, a revoked key refused as soon as the
+    cache learns it, and an unknown key's None cached too (no database read per bad key)."""
+    db = tmp_path / "k.db"
+    server = await KeyStore.open(db)
+    admin = await KeyStore.open(db)
+    try:
+        _, plaintext = await admin.add("dave")
+        assert server.known(plaintext) is UNCACHED
+        assert server.known("sk-glm-nope") is UNCACHED
+        assert (await server.authenticate(plaintext)).name == "dave"
+        assert await server.authenticate("sk-glm-nope") is None
+        assert server.known(plaintext).name == "dave"
+        assert server.known("sk-glm-nope") is None
+        await admin.set_revoked("dave", True)
+        assert await server.refresh() is True
+        assert server.known(plaintext) in (None, UNCACHED)  # refused, or looked up again
+        assert await server.authenticate(plaintext) is None
+        assert server.known(plaintext) is None
     finally:
         await server.close()
         await admin.close()
