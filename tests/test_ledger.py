@@ -10,6 +10,7 @@ from gateway import tokens
 from gateway.config import ProviderConfig
 from gateway.context import AttemptRecord, RequestContext, Usage
 from gateway.migrations import MIGRATIONS, connect, migrate
+from gateway.storage import insert_sql
 from gateway.usage import ledger as ledger_module
 from gateway.usage.estimate import PendingUsage
 from gateway.usage.ledger import COLUMNS, Ledger
@@ -248,6 +249,39 @@ async def test_after_a_failed_write_the_writer_waits_the_interval_however_full_t
     await eventually(lambda: ledger.written == 5)
     ledger.stop()
     await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 1234])
+async def test_a_batch_is_written_in_multi_row_statements_every_row_in_order(tmp_path, count, monkeypatch):
+    from gateway.storage import sqlite as sqlite_backend
+
+    statements: list[str] = []
+    monkeypatch.setattr(sqlite_backend, "insert_sql", lambda *a: statements.append(insert_sql(*a)) or statements[-1])
+    ledger = make_ledger(queue_max=10_000)
+    await ledger.open(tmp_path / "keys.db")
+    try:
+        for i in range(count):
+            ledger.record(chat(rid=f"r{i}", usage=Usage(i, 1)))
+        assert await ledger.flush() == count
+    finally:
+        await ledger.close()
+    written = rows(tmp_path / "keys.db")
+    assert [(r["request_id"], r["prompt_tokens"]) for r in written] == [(f"r{i}", i) for i in range(count)]
+    assert len(statements) == len(sqlite_backend.statement_sizes(count, sqlite_backend.ROWS_PER_INSERT))
+
+
+async def test_a_batch_with_a_bad_row_writes_nothing_and_goes_back_to_the_queue(opened, tmp_path):
+    ledger = await opened()
+    for i in range(200):
+        ledger.record(chat(rid=f"r{i}"))
+    row, *rest = ledger._queue[199]
+    ledger._queue[199] = ((None, *row[1:]), *rest)  # ts NULL: the last statement fails
+    with pytest.raises(sqlite3.IntegrityError):
+        await ledger.flush()
+    assert rows(tmp_path / "keys.db") == []  # the statements before it were rolled back
+    assert ledger.queue_depth == 200
+    ledger._queue.pop()
+    assert await ledger.flush() == 199
 
 
 async def test_old_rows_are_pruned_in_batches(opened, tmp_path, monkeypatch):
