@@ -10,6 +10,7 @@ from gateway import tokens
 from gateway.config import ProviderConfig
 from gateway.context import AttemptRecord, RequestContext, Usage
 from gateway.migrations import MIGRATIONS, connect, migrate
+from gateway.storage import insert_sql
 from gateway.usage import ledger as ledger_module
 from gateway.usage.estimate import PendingUsage
 from gateway.usage.ledger import COLUMNS, Ledger
@@ -192,6 +193,95 @@ async def test_the_writer_flushes_every_interval_and_close_writes_the_rest(tmp_p
     await asyncio.wait_for(task, 5)
     await ledger.close()
     assert len(rows(tmp_path / "keys.db")) == 51
+
+
+async def test_a_full_batch_is_written_at_once_so_the_queue_stays_bounded_whatever_the_rate(tmp_path):
+    """The queue's rows are what a burst of requests leaves in memory (the allocator keeps the
+    high-water mark of it: issue 12's RSS growth): it is written once ``flush_rows`` are queued,
+    not only every interval."""
+    import asyncio
+
+    clock_reads: list[float] = []
+    ledger = make_ledger(flush_interval=3600, flush_rows=100,
+                         clock=lambda: clock_reads.append(time.time()) or clock_reads[-1])
+    await ledger.open(tmp_path / "keys.db")
+    task = asyncio.create_task(ledger.run())
+    try:
+        # the writer has pruned and read the clock again: it waits for the interval now
+        await eventually(lambda: len(clock_reads) >= 2)
+        for i in range(250):
+            ledger.record(chat(rid=f"r{i}"))
+        assert ledger.queue_depth == 250
+        # two full batches, long before the hour is up; the last 50 wait for the interval
+        await eventually(lambda: ledger.written >= 200)
+        assert ledger.queue_depth == 250 - ledger.written < 100
+    finally:
+        ledger.stop()
+        await asyncio.wait_for(task, 5)
+        await ledger.close()
+    assert len(rows(tmp_path / "keys.db")) == 250
+
+
+async def test_after_a_failed_write_the_writer_waits_the_interval_however_full_the_queue(opened, tmp_path):
+    import asyncio
+
+    ledger = await opened(flush_interval=0.5, flush_rows=1)
+    starts: list[float] = []
+    flush = ledger.flush
+
+    async def counted() -> int:
+        starts.append(time.monotonic())
+        return await flush()
+
+    ledger.flush = counted  # type: ignore[method-assign]
+    for i in range(5):
+        ledger.record(chat(rid=f"r{i}"))
+    blocker = sqlite3.connect(tmp_path / "keys.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the database refuses every write (busy timeout 0.1 s)
+    task = asyncio.create_task(ledger.run())
+    try:
+        await eventually(lambda: len(starts) >= 3)
+        # a full queue starts a write at once, but not again right after a failed one
+        assert starts[2] - starts[1] >= 0.5 and starts[1] - starts[0] >= 0.5
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await eventually(lambda: ledger.written == 5)
+    ledger.stop()
+    await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 1234])
+async def test_a_batch_is_written_in_multi_row_statements_every_row_in_order(tmp_path, count, monkeypatch):
+    from gateway.storage import sqlite as sqlite_backend
+
+    statements: list[str] = []
+    monkeypatch.setattr(sqlite_backend, "insert_sql", lambda *a: statements.append(insert_sql(*a)) or statements[-1])
+    ledger = make_ledger(queue_max=10_000)
+    await ledger.open(tmp_path / "keys.db")
+    try:
+        for i in range(count):
+            ledger.record(chat(rid=f"r{i}", usage=Usage(i, 1)))
+        assert await ledger.flush() == count
+    finally:
+        await ledger.close()
+    written = rows(tmp_path / "keys.db")
+    assert [(r["request_id"], r["prompt_tokens"]) for r in written] == [(f"r{i}", i) for i in range(count)]
+    assert len(statements) == len(sqlite_backend.statement_sizes(count, sqlite_backend.ROWS_PER_INSERT))
+
+
+async def test_a_batch_with_a_bad_row_writes_nothing_and_goes_back_to_the_queue(opened, tmp_path):
+    ledger = await opened()
+    for i in range(200):
+        ledger.record(chat(rid=f"r{i}"))
+    row, *rest = ledger._queue[199]
+    ledger._queue[199] = ((None, *row[1:]), *rest)  # ts NULL: the last statement fails
+    with pytest.raises(sqlite3.IntegrityError):
+        await ledger.flush()
+    assert rows(tmp_path / "keys.db") == []  # the statements before it were rolled back
+    assert ledger.queue_depth == 200
+    ledger._queue.pop()
+    assert await ledger.flush() == 199
 
 
 async def test_old_rows_are_pruned_in_batches(opened, tmp_path, monkeypatch):

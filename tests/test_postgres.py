@@ -18,7 +18,7 @@ from gateway.keystore import KeyStore, KeyStoreError
 from gateway.migrations import MIGRATIONS, POSTGRES_SQL
 from gateway.storage import open_database, redacted, to_dollar
 from gateway.usage import stats
-from gateway.usage.ledger import INSERT
+from gateway.usage.ledger import COLUMNS, INSERT
 from tests.conftest import CHAT, auth_header, eventually
 from tests.pg import free_port
 from tests.test_proxy_server import ROOT
@@ -177,6 +177,21 @@ async def _answers(target):
         return out
     finally:
         await db.close()
+
+
+async def test_a_ledger_batch_is_written_alike_on_both(tmp_path, pg_url):
+    batch = [(*row[:1], f"req-{i}", *row[2:]) for i, row in enumerate(ROWS * 300)]  # 1,200 rows
+
+    async def written(target) -> list:
+        db = await open_database(target)
+        try:
+            await db.insert_rows("usage", COLUMNS, batch)
+            return await db.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage ORDER BY id")
+        finally:
+            await db.close()
+
+    lite, pg = await written(str(tmp_path / "k.db")), await written(pg_url)
+    assert lite == pg == [tuple(row) for row in batch]
 
 
 async def test_stats_and_restore_agree_on_both(tmp_path, pg_url):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -48,6 +49,11 @@ class Database(Protocol):
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """One statement for each row, all in one transaction."""
+        ...
+
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """INSERT ``rows`` (values in ``columns``' order) into ``table``, all in one transaction;
+        for batches (the usage ledger's), in as few statements as the backend allows."""
         ...
 
     async def version(self) -> int:
@@ -90,6 +96,14 @@ async def open_database(target: str | Path, busy_timeout: float = 5.0) -> Databa
     from .sqlite import SqliteDatabase
 
     return await SqliteDatabase.open(target, busy_timeout)
+
+
+@lru_cache(maxsize=16)
+def insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """``INSERT INTO table (columns) VALUES (?, …), (?, …)…`` for ``rows`` rows (pure; cached:
+    a batch uses at most two shapes)."""
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * rows)
 
 
 def to_dollar(sql: str) -> str:
