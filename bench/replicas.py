@@ -39,7 +39,17 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, cpu_seconds, fmt, free_port, load, machine_busy, make_client_key, wait_http  # noqa: E402
+from run import (  # noqa: E402
+    ROOT,
+    cpu_seconds,
+    fmt,
+    free_port,
+    load,
+    machine_busy,
+    make_client_key,
+    stop_all,
+    wait_http,
+)
 
 sys.path.insert(0, str(ROOT))
 from tests.redis_server import REDIS_SERVER, RedisProcess  # noqa: E402
@@ -194,13 +204,7 @@ def main() -> int:
             with urllib.request.urlopen(ask, timeout=5) as resp:
                 states.append(json.load(resp)["shared_state"])
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(list(reversed(procs)))
         redis.stop()
 
     def med(name: str, c: int, field: str) -> float:

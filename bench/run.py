@@ -64,6 +64,17 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Terminate the processes, then wait for each (killed after 10 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
@@ -375,13 +386,7 @@ def main() -> int:
             "token_estimate_500kb": token_estimate_timing(),
         }
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
