@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import structlog
 
 from ..migrations import connect
 from . import SQLITE, Conflict, Row, insert_sql
+
+log = structlog.get_logger("gateway.storage")
 
 # ``insert_rows``: ``executemany`` steps SQLite once a row, and the sqlite3 module gives the GIL up
 # for every step, so aiosqlite's thread queues for it again behind a busy event loop row after
@@ -44,6 +47,7 @@ class SqliteDatabase:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self._lock = asyncio.Lock()  # one write (or transaction) at a time on this connection
+        self._ending: set[asyncio.Future[None]] = set()  # transactions whose callers were cancelled
 
     @classmethod
     async def open(cls, path: Path | str, busy_timeout: float = 5.0) -> SqliteDatabase:
@@ -77,30 +81,55 @@ class SqliteDatabase:
             return tuple(row) if row else None
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                await self.db.executemany(sql, rows)
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+        async def work() -> None:
+            await self.db.executemany(sql, rows)
+
+        await self._transaction(work)
 
     async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         shape = tuple(columns)
         sizes = statement_sizes(len(rows), max(1, min(ROWS_PER_INSERT, MAX_VARIABLES // len(shape))))
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                at = 0
-                for size in sizes:
-                    values = list(chain.from_iterable(rows[at:at + size]))
-                    await self.db.execute(insert_sql(table, shape, size), values)
-                    at += size
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+
+        async def work() -> None:
+            at = 0
+            for size in sizes:
+                values = list(chain.from_iterable(rows[at:at + size]))
+                await self.db.execute(insert_sql(table, shape, size), values)
+                at += size
+
+        await self._transaction(work)
+
+    async def _transaction(self, work: Callable[[], Awaitable[None]]) -> None:
+        """``work`` in one transaction, to its COMMIT or ROLLBACK even when the caller is
+        cancelled (a flush stopped at shutdown): aiosqlite's thread runs a statement whatever
+        becomes of the task awaiting it, so a caller cancelled while ``BEGIN`` ran would leave
+        the connection inside a transaction, and every later one would fail with "cannot start
+        a transaction within a transaction". The caller still sees its cancellation; the
+        transaction ends in a task of its own, holding the lock until then."""
+
+        async def run() -> None:
+            async with self._lock:
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    await work()
+                    await self.db.execute("COMMIT")
+                except BaseException:
+                    await self.db.execute("ROLLBACK")
+                    raise
+
+        task = asyncio.ensure_future(run())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():  # ends on its own; kept referenced until then, its error logged
+                self._ending.add(task)
+                task.add_done_callback(self._ended)
+            raise
+
+    def _ended(self, task: asyncio.Future[None]) -> None:
+        self._ending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sqlite_transaction_failed_after_cancel", error=repr(task.exception()))
 
     async def version(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
@@ -110,4 +139,6 @@ class SqliteDatabase:
         return int(row[0])
 
     async def close(self) -> None:
+        if self._ending:  # a transaction a cancelled caller left: let it end before closing
+            await asyncio.gather(*self._ending, return_exceptions=True)
         await self.db.close()
