@@ -20,6 +20,7 @@ from gateway.clients.budgets import (
     month_start,
     refusal,
     remaining,
+    spent,
     window_end,
     window_label,
 )
@@ -103,6 +104,17 @@ def test_current_and_remaining():
     month = Totals(MONTH, THIS_MONTH, 3.0)
     assert current(month, MONTH, NOW) is month
     assert (remaining(5, 3.5), remaining(5, 7), remaining(None, 1)) == (1.5, 0.0, None)
+
+
+@pytest.mark.parametrize("totals, window, unit, expected", [
+    (None, DAY, "usd", 0.0),
+    (Totals(DAY, TODAY, 3.5, 7), DAY, "usd", 3.5),
+    (Totals(DAY, TODAY, 3.5, 7), DAY, "tokens", 7.0),
+    (Totals(DAY, utc(2025, 1, 14), 3.5, 7), DAY, "usd", 0.0),  # yesterday's: reset
+    (Totals(MONTH, THIS_MONTH, 9.0, 40), MONTH, "tokens", 40.0),
+])
+def test_spent_is_what_the_current_window_counts(totals, window, unit, expected):
+    assert spent(totals, unit, NOW) == expected == current(totals, window, NOW).amount(unit)
 
 
 def test_add_spend_rolls_over_and_ignores_a_request_from_before_midnight():

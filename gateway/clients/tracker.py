@@ -49,6 +49,7 @@ from .budgets import (
     month_start,
     refusal,
     remaining,
+    spent,
     window_end,
     window_label,
 )
@@ -179,13 +180,8 @@ class SpendTracker:
         if spend is None:
             return False
         now = self.now()
-        for kind, window, unit in BUDGET_KINDS:
-            limit = getattr(limits, kind)
-            if limit is not None:
-                totals = current(spend.day if window == DAY else spend.month, window, now)
-                if totals.amount(unit) >= NEAR_BUDGET * limit:
-                    return True
-        return False
+        return any(spent(spend.day if window == DAY else spend.month, unit, now) >= NEAR_BUDGET * limit
+                   for _, window, unit, limit in limits.budgets)
 
     async def refresh(self, ctx: RequestContext) -> None:
         """Near a budget (``near_budget``), before ``admit``: the shared state checks the spend

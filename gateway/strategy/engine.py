@@ -80,7 +80,6 @@ class Strategies:
         self.local_name = LOCAL if LOCAL in self.by_name else None
         self.predicting = tuple(accepts_prediction)  # providers sent an escalated draft as `prediction`
         self._fixed = {s: order(s, self.names, None, None, self.policy) for s in REQUEST_INDEPENDENT}
-        self._fixed_text = {s: header_text(r.reason) for s, r in self._fixed.items()}  # (read every request)
         self._targets: dict[tuple[str, ...], list[Upstream]] = {}
 
     # ---- the route -------------------------------------------------------------------------------
@@ -98,14 +97,10 @@ class Strategies:
             verdict = self.classifier(req.payload, req.prompt_tokens)
             headroom = self.headroom() if verdict.label != "simple" else None
             r = order(strategy, self.names, verdict, headroom, self.policy)
-            text = None
-        else:
-            text = self._fixed_text[strategy]
         if r.drafts and req.payload.get("n") not in (None, 1):
             r = Route(strategy, None, f"{strategy.value}: n>1 is not drafted; the cloud chain", "cloud")
-            text = None
         ctx.route_strategy = strategy.value
-        ctx.route_reason = header_text(r.reason) if text is None else text
+        ctx.route_reason = header_text(r.reason)
         ctx.routing = (strategy.value, r.outcome)
         return r
 

@@ -8,12 +8,11 @@ The writer (``run``, a task of the app's life) takes the queue every ``USAGE_FLU
 seconds, or as soon as ``FLUSH_ROWS`` rows are queued if that comes first, and writes it in one
 transaction (``Database.insert_rows``; SQLite: multi-row INSERTs on aiosqlite's own thread;
 PostgreSQL with ``DATABASE_URL``: asyncpg's ``executemany`` through its pool, which reconnects by
-itself). The count bounds what the
-queue holds whatever the request rate. Each queued row is ~600 bytes of small Python objects,
-and the interpreter's allocator keeps the memory of the queue's highest mark: when the writer
-took everything queued every 2 s, at 4,000 requests a second each batch took longer to write
-than the last (``executemany``, a GIL handoff per row, behind a busy event loop), the queue
-reached 45,000 rows and the 100k soak grew RSS by 17 MB.
+itself). The count bounds what the queue holds whatever the request rate. Each queued row is
+~600 bytes of small Python objects, and the interpreter's allocator keeps the memory of the
+queue's highest mark: when the writer took everything queued every 2 s, at 4,000 requests a
+second each batch took longer to write than the last (``executemany``, a GIL handoff per row,
+behind a busy event loop), the queue reached 45,000 rows and the 100k soak grew RSS by 17 MB.
 
 Rows whose tokens were estimated get their tiktoken count first, in a worker thread. The queue is
 bounded (``USAGE_QUEUE_MAX``): while the database cannot be written (locked by another process,
