@@ -80,17 +80,13 @@ def serve(off: set[str], requests: int) -> None:
 async def _serve(off: set[str], requests: int, tmp: Path, up_port: int, port: int, key: str) -> None:
     from aiohttp import web
 
+    from bench.run import gateway_env
     from gateway.app import create_app
     from gateway.config import Settings
     from gateway.logs import configure
     from gateway.state import RECORDERS
 
-    settings = Settings.from_env({
-        "HOST": "127.0.0.1", "PORT": str(port), "ENABLE_INCOMING_AUTH": "true",
-        "CEREBRAS_API_KEYS": json.dumps({"a": "csk-bench-a", "b": "csk-bench-b", "c": "csk-bench-c"}),
-        "CEREBRAS_BASE_URL": f"http://127.0.0.1:{up_port}/v1", "SYNTHETIC_API_KEY": "syn-bench",
-        "SYNTHETIC_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
-        "INCOMING_KEY_DB": str(tmp / "keys.db"), "LOG_DIR": str(tmp / "logs"), "LOG_LEVEL": "INFO"})
+    settings = Settings.from_env(gateway_env(up_port, port, tmp / "keys.db", tmp / "logs"))
     writer = configure(settings.log_level, settings.log_dir, settings.secrets(), stdout=False)
     if "floor" in off:
         import bench.bare_relay as bare

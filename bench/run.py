@@ -133,6 +133,24 @@ def settled_rows(db: Path, quiet: float = 3.0, timeout: float = 60.0) -> int:
     return last
 
 
+def gateway_env(upstream_port: int, port: int, key_db: Path, log_dir: Path) -> dict[str, str]:
+    """The bench's gateway configuration: client auth on, three Cerebras keys and a Synthetic
+    fallback, all on the fake upstream, JSON logs to a file (bench/features.py measures the same)."""
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    return {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "CEREBRAS_API_KEYS": json.dumps({"a": "csk-bench-a", "b": "csk-bench-b", "c": "csk-bench-c"}),
+        "CEREBRAS_BASE_URL": upstream,
+        "SYNTHETIC_API_KEY": "syn-bench",
+        "SYNTHETIC_BASE_URL": upstream,
+        "ENABLE_INCOMING_AUTH": "true",
+        "INCOMING_KEY_DB": str(key_db),
+        "LOG_DIR": str(log_dir),
+        "LOG_LEVEL": "INFO",
+    }
+
+
 def make_client_key(db: Path) -> str:
     """The bench's client key, with budgets set high enough never to refuse: the budget check and
     spend tracking run on every request, as for a user who set them."""
@@ -283,20 +301,7 @@ def main() -> int:
 
         db = tmp / "keys.db"
         key = make_client_key(db)
-        env = {
-            **os.environ,
-            "HOST": "127.0.0.1",
-            "PORT": str(gw_port),
-            "CEREBRAS_API_KEYS": json.dumps({"a": "csk-bench-a", "b": "csk-bench-b", "c": "csk-bench-c"}),
-            "CEREBRAS_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
-            "SYNTHETIC_API_KEY": "syn-bench",
-            "SYNTHETIC_BASE_URL": f"http://127.0.0.1:{up_port}/v1",
-            "ENABLE_INCOMING_AUTH": "true",
-            "INCOMING_KEY_DB": str(db),
-            "LOG_DIR": str(tmp / "logs"),
-            "LOG_LEVEL": "INFO",
-            "ENV_FILE": str(tmp / "none.env"),
-        }
+        env = {**os.environ, **gateway_env(up_port, gw_port, db, tmp / "logs"), "ENV_FILE": str(tmp / "none.env")}
         if a.log_requests:
             env.update(LOG_REQUESTS="true", REQUEST_LOG_DIR=str(tmp / "requests"))
         gateway = subprocess.Popen([sys.executable, str(ROOT / "proxy_server.py")], env=env, cwd=tmp,
