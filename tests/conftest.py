@@ -75,25 +75,28 @@ async def admin_key(key_db) -> str:
 GatewayFactory = Callable[..., Awaitable[object]]
 
 
+def gateway_env(fake: FakeUpstream, key_db: Path, log_dir: Path) -> dict[str, str]:
+    """The tests' gateway configuration: the fake upstream's keys, auth off, quick refreshes."""
+    import json
+
+    return {
+        "CEREBRAS_API_KEYS": json.dumps(UPSTREAM_KEYS),
+        "CEREBRAS_BASE_URL": fake.url,
+        "INCOMING_KEY_DB": str(key_db),
+        "ENABLE_INCOMING_AUTH": "false",
+        "LOG_DIR": str(log_dir),
+        "KEY_CACHE_REFRESH": "0.05",
+        "USAGE_FLUSH_INTERVAL": "0.1",
+        "MAX_KEY_WAIT": "0",
+    }
+
+
 @pytest.fixture
 def gateway(aiohttp_client, fake, key_db, log_dir) -> GatewayFactory:
     """Start a real gateway app on a real port, pointed at the fake upstream."""
 
     async def start(env: dict[str, str] | None = None, **kwargs):
-        import json
-
-        base = {
-            "CEREBRAS_API_KEYS": json.dumps(UPSTREAM_KEYS),
-            "CEREBRAS_BASE_URL": fake.url,
-            "INCOMING_KEY_DB": str(key_db),
-            "ENABLE_INCOMING_AUTH": "false",
-            "LOG_DIR": str(log_dir),
-            "KEY_CACHE_REFRESH": "0.05",
-            "USAGE_FLUSH_INTERVAL": "0.1",
-            "MAX_KEY_WAIT": "0",
-        }
-        base.update(env or {})
-        settings = Settings.from_env(base)
+        settings = Settings.from_env({**gateway_env(fake, key_db, log_dir), **(env or {})})
         return await aiohttp_client(create_app(settings, **kwargs))
 
     return start

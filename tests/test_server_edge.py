@@ -4,7 +4,6 @@ httptools (llhttp), not by hand."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from unittest import mock
@@ -22,7 +21,7 @@ from gateway import server
 from gateway.app import create_app
 from gateway.config import ConfigError, Settings
 from gateway.errors import RequestTimeout
-from tests.conftest import CHAT, UPSTREAM_KEYS, eventually
+from tests.conftest import CHAT, eventually, gateway_env
 
 SECRET = "sk-glm-markermarkermarker"  # put in hostile requests; must never come back or be logged
 
@@ -153,17 +152,7 @@ async def edge(fake, key_db, log_dir):
     runners: list[server.GatewayRunner] = []
 
     async def start(env: dict[str, str] | None = None) -> Served:
-        base = {
-            "CEREBRAS_API_KEYS": json.dumps(UPSTREAM_KEYS),
-            "CEREBRAS_BASE_URL": fake.url,
-            "INCOMING_KEY_DB": str(key_db),
-            "ENABLE_INCOMING_AUTH": "false",
-            "LOG_DIR": str(log_dir),
-            "KEY_CACHE_REFRESH": "0.05",
-            "MAX_KEY_WAIT": "0",
-            "REQUEST_HEAD_TIMEOUT": "5",
-            "REQUEST_BODY_TIMEOUT": "5",
-        }
+        base = {**gateway_env(fake, key_db, log_dir), "REQUEST_HEAD_TIMEOUT": "5", "REQUEST_BODY_TIMEOUT": "5"}
         settings = Settings.from_env({**base, **(env or {})})
         runner = await server.start(create_app(settings), settings, host="127.0.0.1", port=0)
         runners.append(runner)
